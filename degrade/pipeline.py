@@ -80,8 +80,15 @@ def _resize_back_and_sinc(images: Tensor, final: FinalParams, size: tuple[int, i
     return filter2d(out, _identity_where(~final.sinc_applied, kernels))
 
 
-def _apply_group(gt: Tensor, params: DegradationParams, config: DegradationConfig) -> Tensor:
+def _apply_group(gt: Tensor, params: DegradationParams, config: DegradationConfig,
+                 trace: list[tuple[str, Tensor]] | None = None) -> Tensor:
     """Degrade samples that share every resize size, resize mode and final order."""
+
+    def step(name: str, images: Tensor) -> Tensor:
+        if trace is not None:
+            trace.append((name, images))
+        return images
+
     device = gt.device
     params = DegradationParams(tuple(_to(s, device) for s in params.stages), _to(params.final, device))
     gt_size = (gt.shape[-2], gt.shape[-1])
@@ -89,24 +96,25 @@ def _apply_group(gt: Tensor, params: DegradationParams, config: DegradationConfi
     out = gt
     last = len(config.stages) - 1
     for k, (cfg, p) in enumerate(zip(config.stages, params.stages, strict=True)):
-        out = _blur(out, p, config.kernel_pad_to)
+        out = step(f"blur {k + 1}", _blur(out, p, config.kernel_pad_to))
         mode = RESIZE_MODES[int(p.resize_mode[0])]
         if cfg.resize_relative_to == "input":
             out = resize(out, mode=mode, scale_factor=float(p.resize_scale[0]))
         else:
             out = resize(out, stage_output_size(cfg, float(p.resize_scale[0]), out.shape[-2:], gt_size, config.scale),
                          mode)
-        out = _add_noise(out, p)
+        out = step(f"resize {k + 1}", out)
+        out = step(f"noise {k + 1}", _add_noise(out, p))
         if k != last:
-            out = _jpeg(out, p.jpeg_quality, config.jpeg_backend)
+            out = step(f"jpeg {k + 1}", _jpeg(out, p.jpeg_quality, config.jpeg_backend))
     final_quality = params.stages[last].jpeg_quality
     if int(params.final.order[0]) == 0:
-        out = _resize_back_and_sinc(out, params.final, target, config.kernel_pad_to)
-        out = _jpeg(out, final_quality, config.jpeg_backend)
+        out = step("resize+sinc", _resize_back_and_sinc(out, params.final, target, config.kernel_pad_to))
+        out = step(f"jpeg {last + 1}", _jpeg(out, final_quality, config.jpeg_backend))
     else:
-        out = _jpeg(out, final_quality, config.jpeg_backend)
-        out = _resize_back_and_sinc(out, params.final, target, config.kernel_pad_to)
-    return quantize(out)
+        out = step(f"jpeg {last + 1}", _jpeg(out, final_quality, config.jpeg_backend))
+        out = step("resize+sinc", _resize_back_and_sinc(out, params.final, target, config.kernel_pad_to))
+    return step("final", quantize(out))
 
 
 def _to(p, device: torch.device):
@@ -134,7 +142,8 @@ def _check_sizes(gt_size: tuple[int, int], params: DegradationParams, config: De
                              f"(the reference uses 400x400) or narrower resize ranges")
 
 
-def apply(gt: Tensor, params: DegradationParams, config: DegradationConfig) -> Tensor:
+def apply(gt: Tensor, params: DegradationParams, config: DegradationConfig, *,
+          trace: list[tuple[str, Tensor]] | None = None) -> Tensor:
     """Degrade a GT batch with pre-drawn parameters (deterministic).
 
     Args:
@@ -142,6 +151,8 @@ def apply(gt: Tensor, params: DegradationParams, config: DegradationConfig) -> T
             first if you want the paper's sharpened-GT input (`degrade.usm_sharpen`).
         params: `sample_params(config, B, ...)` output or `DegradationParams.from_records(...)`.
         config: the config the parameters were drawn from (stage count, scale, resize semantics).
+        trace: if given, receives (step name, images) after every step — for previews; needs a
+            batch whose samples share their sizes (always true with the default granularity).
 
     Returns:
         (B, 3, H/scale, W/scale) LQ on the 1/255 grid, on gt's device and dtype.
@@ -167,7 +178,9 @@ def apply(gt: Tensor, params: DegradationParams, config: DegradationConfig) -> T
     for i, key in enumerate(keys):
         groups.setdefault(key, []).append(i)
     if len(groups) == 1:
-        return _apply_group(gt, params, config)
+        return _apply_group(gt, params, config, trace)
+    if trace is not None:
+        raise ValueError("trace needs samples with equal intermediate sizes: trace one sample at a time")
     out = gt.new_empty((b, 3, h // config.scale, w // config.scale))
     for index in groups.values():
         rows = torch.tensor(index, dtype=torch.int64)
