@@ -158,7 +158,8 @@ class DegradationConfig:
         final_order_prob: probability of [resize + sinc] → JPEG; otherwise JPEG → [resize + sinc].
         per_sample: False draws resize, noise type, blur-skip and final order once per batch as the
             reference does (quirk §9.5); True draws every choice per sample (more diversity per batch).
-        jpeg_backend: "torch" (batched, CPU or CUDA) or "opencv" (exact libjpeg, CPU round trip).
+        jpeg_backend: "torch" (batched, any device), "opencv" (libjpeg itself, CPU round trip) or "auto"
+            (opencv for CPU tensors, torch otherwise); both give bit-identical results.
     """
 
     stages: tuple[StageConfig, ...] = (FIRST_STAGE, SECOND_STAGE)
@@ -169,7 +170,7 @@ class DegradationConfig:
     final_resize_modes: tuple[str, ...] = RESIZE_MODES
     final_order_prob: float = 0.5
     per_sample: bool = False
-    jpeg_backend: Literal["torch", "opencv"] = "torch"
+    jpeg_backend: Literal["auto", "torch", "opencv"] = "auto"
     kernel_pad_to: int = field(default=21)
 
     def __post_init__(self) -> None:

@@ -379,7 +379,7 @@ def jpeg_compress(
     images: Tensor,
     quality: Tensor | float | int,
     *,
-    backend: Literal["torch", "opencv"] = "torch",
+    backend: Literal["auto", "torch", "opencv"] = "auto",
 ) -> Tensor:
     """Compress and decompress a batch as baseline JPEG, exactly as OpenCV's libjpeg-turbo does.
 
@@ -395,7 +395,8 @@ def jpeg_compress(
             even) and clamped to [1, 100], because libjpeg only takes integers.
         backend: ``"torch"`` runs batched on the images' device. ``"opencv"`` runs
             ``cv2.imencode``/``cv2.imdecode`` one sample at a time on CPU. The two give
-            identical results.
+            identical results. ``"auto"`` (default) picks opencv for CPU tensors (about 2x faster
+            there) and torch for any other device (no round trip through host memory).
 
     Returns:
         The decoded batch, same shape, dtype and device as ``images``, with values on the 1/255 grid.
@@ -423,8 +424,10 @@ def jpeg_compress(
         raise ValueError(f"images must have shape (B, 3, H, W) with B, H, W >= 1, got {tuple(images.shape)}")
     if not images.is_floating_point():
         raise TypeError(f"images must be a floating-point tensor, got {images.dtype}")
-    if backend not in ("torch", "opencv"):
-        raise ValueError(f"unknown JPEG backend {backend!r}; expected 'torch' or 'opencv'")
+    if backend not in ("auto", "torch", "opencv"):
+        raise ValueError(f"unknown JPEG backend {backend!r}; expected 'auto', 'torch' or 'opencv'")
+    if backend == "auto":
+        backend = "opencv" if images.device.type == "cpu" else "torch"
     work_dtype = images.dtype if images.dtype in (torch.float32, torch.float64) else torch.float32
     pixels = images.detach().to(work_dtype).mul(255).round_().clamp_(0, 255).to(torch.float32)
     q = _quality_per_sample(quality, images.shape[0], pixels.device)

@@ -18,8 +18,21 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from degrade.jpeg import _QTABLES, _device_constants, _idct, _reciprocals, jpeg_compress
+from degrade.jpeg import _QTABLES, _device_constants, _idct, _reciprocals
+from degrade.jpeg import jpeg_compress as _jpeg_compress
 from tests.conftest import SAMPLE_FILES, cuda_or_skip, load_sample_rgb, to_batch
+
+
+def jpeg_compress(images, quality, *, backend="torch"):
+    """These tests exercise the torch emulation: the library's default "auto" picks OpenCV on CPU."""
+    return _jpeg_compress(images, quality, backend=backend)
+
+
+def test_auto_backend_is_opencv_on_cpu_and_equals_the_torch_emulation(sample_batch):
+    quality = torch.tensor([30.0, 50.0, 75.0, 95.0])
+    auto = _jpeg_compress(sample_batch, quality)
+    assert torch.equal(auto, _jpeg_compress(sample_batch, quality, backend="opencv"))
+    assert torch.equal(auto, _jpeg_compress(sample_batch, quality, backend="torch"))
 
 QUALITIES = (30, 50, 75, 95)
 # libjpeg's zig-zag order: entry k of a DQT segment is natural (row-major) index _ZIGZAG[k].
@@ -261,7 +274,7 @@ def test_bad_dtype_backend_and_quality_raise() -> None:
     images = torch.zeros(2, 3, 8, 8)
     with pytest.raises(TypeError, match="floating-point"):
         jpeg_compress(images.to(torch.uint8), 50)
-    with pytest.raises(ValueError, match="unknown JPEG backend 'pil'"):
+    with pytest.raises(ValueError, match="unknown JPEG backend 'pil'; expected 'auto'"):
         jpeg_compress(images, 50, backend="pil")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"shape \(2,\)"):
         jpeg_compress(images, torch.tensor([50.0, 60.0, 70.0]))
