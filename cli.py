@@ -18,6 +18,54 @@ def main() -> None:
     """Train real-world blind super-resolution models the Real-ESRGAN way."""
 
 
+@main.command()
+@click.option("--src", default="DF2K+OST", show_default=True,
+              help="'+'-joined named datasets (DIV2K, Flickr2K, DF2K, OST) or image folders.")
+@click.option("--root", type=click.Path(file_okay=False, path_type=Path), default=Path("datasets"),
+              show_default=True, help="Folder the named datasets are looked up in.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("shards"),
+              show_default=True, help="Output folder for NAME-000000.tar shards and manifest.json.")
+@click.option("--name", default="train", show_default=True, help="Shard file prefix.")
+@click.option("--crop-size", default=400, show_default=True, help="Sub-image size.")
+@click.option("--step", default=200, show_default=True, help="Sub-image stride.")
+@click.option("--thresh", default=0, show_default=True, help="Leftover margin above which a border crop is added.")
+@click.option("--min-size", default=256, show_default=True,
+              help="Shorter sides are skipped; sides between this and --crop-size are kept whole.")
+@click.option("--multiscale", type=click.Choice(["auto", "all", "none"]), default="auto", show_default=True,
+              help="auto: multiscale copies for DIV2K/Flickr2K/DF2K only.")
+@click.option("--no-multiscale", is_flag=True, help="Same as --multiscale none.")
+@click.option("--scales", default="0.75,0.5,1/3", show_default=True, help="Multiscale factors (LANCZOS).")
+@click.option("--shortest-edge", default=400, show_default=True,
+              help="Also a copy with this shortest edge (0: none).")
+@click.option("--keep-original/--no-original", default=True, show_default=True,
+              help="Cut the full-size image too.")
+@click.option("--shard-size", default=1000, show_default=True, help="Samples per shard.")
+@click.option("--png-level", default=3, show_default=True, help="PNG zlib compression level 0-9.")
+@click.option("--workers", default=0, show_default=True, help="Worker processes (0: all cores).")
+@click.option("--overwrite", is_flag=True, help="Replace shards made with another configuration.")
+@click.option("--verify", type=click.Choice(["sha256", "size"]), default="sha256", show_default=True,
+              help="How finished shards are checked when resuming.")
+def shard(src: str, root: Path, out: Path, name: str, crop_size: int, step: int, thresh: int, min_size: int,
+          multiscale: str, no_multiscale: bool, scales: str, shortest_edge: int, keep_original: bool,
+          shard_size: int, png_level: int, workers: int, overwrite: bool, verify: str) -> None:
+    """Cut HR images into WebDataset tar shards of PNG patches (resumable; see README)."""
+    from pipelines.shard_job import run_shard
+    from shards.crop import CropConfig
+    from shards.multiscale import MultiscaleConfig, parse_scales
+    from shards.prepare import ShardConfig
+
+    try:
+        cfg = ShardConfig(
+            src=src, root=root, out=out, name=name,
+            crop=CropConfig(crop_size, step, thresh, min_size),
+            multiscale="none" if no_multiscale else multiscale,
+            variants=MultiscaleConfig(parse_scales(scales), shortest_edge, keep_original),
+            shard_size=shard_size, png_level=png_level, workers=workers, overwrite=overwrite, verify=verify,
+        )
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
+    run_shard(cfg)
+
 
 @main.command("preview-degradations")
 @click.argument("images", nargs=-1, type=click.Path(path_type=Path))
@@ -50,6 +98,71 @@ def preview_degradations(images, count, seed, config_path, order, scale, overrid
         raise click.ClickException(str(error)) from error
     click.echo(f"wrote {result.sheet} ({result.tiles} degraded tiles) and {result.records}")
 
+
+@main.command()
+@click.option("--stage", type=click.Choice(["net", "gan"]), help="net: L1 (Real-ESRNet); gan: + perceptual + GAN.")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Training config TOML (see configs/).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a config key, e.g. --set data.batch_size=8 (repeatable; values are TOML literals).")
+@click.option("--init-from", help="Initial G weights: a .pth (official or ours), an ncnn .param, or a builtin name.")
+@click.option("--resume", is_flag=True, help="Continue from the latest checkpoint of the run directory.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+def train(stage, config_path, overrides, init_from, resume, device):
+    """Train a stage on one process, or on many under torchrun (see README)."""
+    from degrade.tomlio import ConfigError
+    from pipelines.train import TrainingDiverged
+    from pipelines.train import train as run_training
+    from pipelines.train_config import load_train_config
+
+    extra = [f"init_from={_toml_string(init_from)}"] if init_from else []
+    try:
+        config = load_train_config(stage, config_path, [*overrides, *extra])
+        result = run_training(config, resume=resume, device=None if device == "auto" else device)
+    except (ConfigError, FileNotFoundError, TrainingDiverged) as error:
+        raise click.ClickException(str(error)) from error
+    click.echo(f"{'stopped' if result.interrupted else 'finished'} at iteration {result.iteration}; "
+               f"weights in {result.run_dir / 'models'}")
+
+
+def _toml_string(text: str) -> str:
+    import json
+
+    return json.dumps(text)
+
+
+
+@main.command()
+@click.option("--shards", "shards_spec", required=True,
+              help="GT shards: a folder with manifest.json, a brace pattern or a URL.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Output folder.")
+@click.option("--seed", default=0, show_default=True, help="Seed; pair i uses a generator seeded from (seed, i).")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Degradation config TOML (default: the paper's second-order x4 model).")
+@click.option("--count", type=int, help="Use only the first N input samples.")
+@click.option("--format", "fmt", type=click.Choice(["shards", "folders"]), default="shards", show_default=True,
+              help="Paired shards, or HR/ LR/ folders with a meta-info file.")
+@click.option("--gt-size", default=0, show_default=True, help="Centre crop / pad the GT to this size (0: as stored).")
+@click.option("--usm", is_flag=True, help="Degrade the USM-sharpened GT, as the reference's GAN stage does.")
+@click.option("--name", default="pairs", show_default=True, help="Shard file prefix.")
+@click.option("--shard-size", default=1000, show_default=True, help="Pairs per shard / checkpoint.")
+@click.option("--device", default="cpu", show_default=True, help="Device for the degradation (cpu, cuda).")
+@click.option("--overwrite", is_flag=True, help="Replace an output made with other options.")
+def degrade(shards_spec: str, out: Path, seed: int, config_path: Path | None, count: int | None, fmt: str,
+            gt_size: int, usm: bool, name: str, shard_size: int, device: str, overwrite: bool) -> None:
+    """Bake degraded (GT, LQ) pairs offline with the training degradation code (deterministic)."""
+    import degrade as deg
+    from pipelines.degrade_job import run_degrade
+    from shards.pairs import PairConfig
+
+    try:
+        degradation = deg.DegradationConfig.load(config_path) if config_path else deg.DegradationConfig()
+        cfg = PairConfig(shards=shards_spec, out=out, degradation=degradation, seed=seed, count=count, format=fmt,
+                         gt_size=gt_size, usm=usm, name=name, shard_size=shard_size, device=device,
+                         overwrite=overwrite)
+    except ValueError as exc:  # degrade.ConfigError is a ValueError
+        raise click.BadParameter(str(exc)) from exc
+    run_degrade(cfg)
 
 if __name__ == "__main__":
     sys.exit(main())

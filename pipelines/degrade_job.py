@@ -1,0 +1,34 @@
+"""The offline `degrade` job as the command line runs it: progress line, summary, clean errors.
+
+The work itself is `shards.pairs.make_pairs`; this module only reports on it.
+"""
+
+from __future__ import annotations
+
+import click
+
+from pipelines.shard_job import ProgressLine
+from shards.manifest import ManifestError
+from shards.pairs import PairConfig, PairReport, make_pairs
+from shards.prepare import ShardJobError
+from shards.stages import ShardReadError
+
+
+def run_degrade(cfg: PairConfig) -> PairReport:
+    """Make degraded pairs with a progress line and print a summary; user errors become ClickException."""
+    bar = ProgressLine(unit="pairs")
+    try:
+        report = make_pairs(cfg, progress=bar)
+    except (ShardJobError, ShardReadError, ManifestError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        bar.close()
+    pairs = report.manifest["totals"]["pairs"]
+    if report.already_complete:
+        click.echo(f"{report.out} is already complete ({pairs} pairs): nothing to do.")
+    else:
+        what = f"{report.manifest['totals']['shards']} shards" if cfg.format == "shards" else "HR/, LR/, meta_info.txt"
+        click.echo(f"{'resumed; ' if report.resumed else ''}wrote {report.pairs_written} pairs "
+                   f"({pairs} in total, {what}) to {report.out} in {report.elapsed_s:.1f} s; "
+                   f"parameter records: {'records.jsonl' if cfg.format == 'folders' else 'KEY.json members'}")
+    return report

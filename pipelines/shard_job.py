@@ -1,0 +1,96 @@
+"""The `shard` job as the command line runs it: progress bar, summary, clean error messages.
+
+The work itself is `shards.prepare.prepare_shards`; this module only reports on it.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import TextIO
+
+import click
+
+from shards.decode import ALPHA_DROPPED, CONVERTED_16BIT, EXIF_ORIENTED, GRAY_EXPANDED
+from shards.prepare import PrepareReport, Progress, ShardConfig, ShardJobError, prepare_shards
+from shards.sources import SourceNotFound
+
+_NOTE_NAMES = {CONVERTED_16BIT: "16-bit->8-bit", GRAY_EXPANDED: "gray->RGB", ALPHA_DROPPED: "alpha dropped",
+               EXIF_ORIENTED: "EXIF-rotated"}
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    return f"{seconds // 3600:d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+class ProgressLine:
+    """One status line on a terminal (redrawn), or a line every `every_s` seconds in a log file."""
+
+    def __init__(self, stream: TextIO = sys.stderr, every_s: float = 30.0, unit: str = "images") -> None:
+        self.stream, self.every_s, self.unit = stream, every_s, unit
+        self.tty = stream.isatty()
+        self._last = 0.0
+        self._text = ""
+
+    def __call__(self, p: Progress) -> None:
+        rate = p.images_this_run / p.elapsed_s if p.elapsed_s > 0 else 0.0
+        left = p.images_total - p.images_done
+        eta = _clock(left / rate) if rate > 0 else "?"
+        pct = 100.0 * p.images_done / max(p.images_total, 1)
+        self._text = (f"{self.unit} {p.images_done}/{p.images_total} ({pct:.0f}%) | samples {p.samples:,} | "
+                      f"shards {p.shards} | skipped {p.skipped} | {rate:.1f} {self.unit}/s | ETA {eta}")
+        now = time.monotonic()
+        if self.tty:
+            self.stream.write("\r" + self._text)
+            self.stream.flush()
+        elif now - self._last >= self.every_s or p.images_done == p.images_total:
+            self._last = now
+            self.stream.write(self._text + "\n")
+            self.stream.flush()
+
+    def close(self) -> None:
+        if self.tty and self._text:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def summary(report: PrepareReport) -> str:
+    """A few lines saying what the shard folder holds and what happened to every source file."""
+    m = report.manifest
+    t = m["totals"]
+    manifest_path = report.out / "manifest.json"
+    if report.already_complete:
+        return (f"{report.out} is already complete ({t['shards']} shards, {t['samples']:,} samples): "
+                f"nothing to do. Manifest: {manifest_path}")
+    skipped = ", ".join(f"{k} {v}" for k, v in m["counts"]["skipped"].items()) or "none"
+    notes = ", ".join(f"{_NOTE_NAMES.get(k, k)} {v}" for k, v in m["counts"]["converted"].items()) or "none"
+    kept = t["shards"] - report.shards_written
+    lines = [
+        f"{'resumed: kept ' + str(kept) + ' finished shards; ' if report.resumed else ''}"
+        f"wrote {report.shards_written} shards in {_clock(report.elapsed_s)} "
+        f"({report.images_processed / max(report.elapsed_s, 1e-9):.1f} images/s)",
+        f"shards: {t['shards']} ({t['bytes'] / 1e9:.2f} GB), samples: {t['samples']:,} "
+        f"from {t['variants']:,} image variants ({t['dropped_variants']} variants too small)",
+        f"sources: {t['sources']} = used {t['used']} + skipped {t['skipped']} ({skipped}); "
+        f"{t['ignored']} non-image files ignored",
+        f"conversions: {notes}",
+        f"manifest: {manifest_path}",
+    ]
+    if m["skipped"]:
+        lines.append("skipped files (first 10; all are in the manifest):")
+        lines += [f"  {s['path']}: {s['reason']} ({s['detail']})" for s in m["skipped"][:10]]
+    return "\n".join(lines)
+
+
+def run_shard(cfg: ShardConfig) -> PrepareReport:
+    """Run the shard job with a progress line and print the summary; user errors become ClickException."""
+    bar = ProgressLine()
+    try:
+        report = prepare_shards(cfg, progress=bar)
+    except (SourceNotFound, ShardJobError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        bar.close()
+    click.echo(summary(report))
+    return report

@@ -1,0 +1,208 @@
+"""Streaming stages of the shard loader: each is a function from an iterator to an iterator.
+
+    urls -> tar_samples -> shuffle -> (skip) -> gt_batches
+
+Only image members are read (`png`, `jpg`, ...); they are decoded with OpenCV, never unpickled,
+and no other member (json, pickle, ...) is decoded at all. Problems (a missing or corrupt shard, an
+undecodable sample) go to a `Problems` collector: recorded with the shard's name, or raised at
+once when it is strict.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import tarfile
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+import cv2
+import numpy as np
+import torch
+
+IMAGE_EXTS = ("png", "jpg", "jpeg", "webp", "ppm", "bmp")
+_BASE_EXT = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")  # webdataset's key/extension split
+
+
+class ShardReadError(RuntimeError):
+    """A shard or sample that could not be read, raised in strict mode."""
+
+
+class Sample(NamedTuple):
+    """One raw training sample: where it came from and its encoded image."""
+
+    url: str
+    key: str
+    image: bytes
+
+
+class GTBatch(NamedTuple):
+    """A batch of GT patches, the sample keys, and the problems met since the previous batch.
+
+    `gt` is (B, 3, P, P) RGB, float32 in [0, 1] (or uint8 in [0, 255] when asked), on CPU.
+    `problems` holds (kind, shard, detail) tuples, kind "shard" or "sample".
+    """
+
+    gt: torch.Tensor
+    keys: list[str]
+    problems: list[tuple[str, str, str]]
+
+
+@dataclass
+class Problems:
+    """Collects read problems in a worker; strict mode raises the first one instead."""
+
+    strict: bool = False
+    pending: list[tuple[str, str, str]] = field(default_factory=list)
+
+    def report(self, kind: str, url: str, detail: str) -> None:
+        if self.strict:
+            raise ShardReadError(f"{kind} problem in shard {url}: {detail}")
+        self.pending.append((kind, url, detail))
+
+    def take(self) -> list[tuple[str, str, str]]:
+        out, self.pending = self.pending, []
+        return out
+
+
+def open_url(url: str):
+    """A binary stream for a local path or any URL webdataset's gopen accepts (pipe:, http, ...)."""
+    from webdataset.gopen import gopen  # lazy: webdataset imports a lot at module level
+
+    return gopen(url, "rb")
+
+
+def tar_samples(url: str, problems: Problems, opener: Callable[[str], object] = open_url) -> Iterator[Sample]:
+    """Samples of one tar shard, read as a stream (members grouped by key, webdataset convention).
+
+    A shard that cannot be opened, or whose tar stream breaks, is reported once; the samples read
+    before the break are still yielded.
+    """
+    try:
+        stream = opener(url)
+    except Exception as exc:  # noqa: BLE001 - any open failure is a missing/unreachable shard
+        problems.report("shard", url, f"cannot open: {type(exc).__name__}: {exc}")
+        return
+    key, image = None, None
+    try:
+        with tarfile.open(fileobj=stream, mode="r|*") as tar:
+            for member in tar:
+                match = _BASE_EXT.match(member.name) if member.isreg() else None
+                if match is None:
+                    continue
+                base, ext = match.group(1), match.group(2).lower()
+                if base != key:
+                    if key is not None and image is not None:
+                        yield Sample(url, key, image)
+                    key, image = base, None
+                if ext in IMAGE_EXTS and image is None:
+                    image = tar.extractfile(member).read()
+                tar.members = []  # stream mode would otherwise keep every header for the whole shard
+        if key is not None and image is not None:
+            yield Sample(url, key, image)
+    except (tarfile.TarError, OSError, EOFError, ValueError) as exc:
+        problems.report("shard", url, f"unreadable tar data after key {key!r}: {type(exc).__name__}: {exc}")
+    finally:
+        # Closing can fail, e.g. a pipe whose command died because we stopped reading early.
+        with contextlib.suppress(Exception):
+            stream.close()
+
+
+def shard_samples(urls: Iterable[str], problems: Problems) -> Iterator[Sample]:
+    """Concatenated samples of several shards, in order."""
+    for url in urls:
+        yield from tar_samples(url, problems)
+
+
+def shuffle(samples: Iterable[Sample], size: int, rng: np.random.Generator) -> Iterator[Sample]:
+    """Buffer shuffle (webdataset's `shuffle` stage, with an explicit generator).
+
+    Fills a buffer of `size` items; then each incoming item replaces a uniformly drawn buffered one,
+    which is emitted; at the end the rest is emitted in random order. size <= 1 keeps the order.
+    The draws depend only on the number of items, never on their content.
+    """
+    if size <= 1:
+        yield from samples
+        return
+    buffer: list[Sample] = []
+    for item in samples:
+        if len(buffer) < size:
+            buffer.append(item)
+            continue
+        j = int(rng.integers(size))
+        yield buffer[j]
+        buffer[j] = item
+    for j in rng.permutation(len(buffer)):
+        yield buffer[int(j)]
+
+
+_RGB = getattr(cv2, "IMREAD_COLOR_RGB", None)  # OpenCV >= 4.10 decodes straight to RGB
+
+
+def decode_image(sample: Sample) -> np.ndarray | None:
+    """HWC uint8 RGB pixels of a sample (OpenCV), or None if it cannot be decoded."""
+    buf = np.frombuffer(sample.image, np.uint8)
+    if _RGB is not None:
+        return cv2.imdecode(buf, _RGB)
+    bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    return None if bgr is None else bgr[:, :, ::-1]
+
+
+def gt_patch(img: np.ndarray, u: np.ndarray, patch: int, hflip: bool, rot: bool) -> np.ndarray:
+    """Pad/crop to patch x patch and flip, as RealESRGANDataset does per sample (ref. §1.1).
+
+    Pad bottom/right with BORDER_REFLECT_101 when a side is short; take a uniform random crop when a
+    side is long (offsets floor(u * (L - P + 1))); then horizontal flip with p = 0.5 and, when `rot`,
+    a vertical flip and a transpose with p = 0.5 each (BasicSR `augment`). The reference flips
+    before cropping; flipping after is the same distribution and touches fewer pixels.
+
+    Args:
+        img: HWC uint8 image.
+        u: five uniforms in [0, 1): hflip, vflip, transpose, crop top, crop left.
+    """
+    h, w = img.shape[:2]
+    if h < patch or w < patch:
+        img = cv2.copyMakeBorder(img, 0, max(patch - h, 0), 0, max(patch - w, 0), cv2.BORDER_REFLECT_101)
+        h, w = img.shape[:2]
+    top = min(int(u[3] * (h - patch + 1)), h - patch)
+    left = min(int(u[4] * (w - patch + 1)), w - patch)
+    out = img[top : top + patch, left : left + patch]
+    if hflip and u[0] < 0.5:
+        out = out[:, ::-1]
+    if rot and u[1] < 0.5:
+        out = out[::-1]
+    if rot and u[2] < 0.5:
+        out = out.swapaxes(0, 1)
+    return out
+
+
+def gt_batches(samples: Iterator[Sample], n_batches: int, batch_size: int, aug_rng: np.random.Generator,
+               patch: int, hflip: bool, rot: bool, uint8: bool, problems: Problems) -> Iterator[GTBatch]:
+    """Decode, augment and stack samples into exactly n_batches batches (fewer only if samples run out).
+
+    Every batch draws (batch_size, 5) uniforms from aug_rng, so skipping k batches on resume is
+    `aug_rng.random((k, batch_size, 5))`, whatever the images. Undecodable samples are reported
+    and replaced by the next sample.
+    """
+    for _ in range(n_batches):
+        u = aug_rng.random((batch_size, 5))
+        # Filled in place: one strided pass per patch does HWC->CHW and the uint8->float conversion.
+        out = np.empty((batch_size, 3, patch, patch), np.uint8 if uint8 else np.float32)
+        keys: list[str] = []
+        for sample in samples:
+            img = decode_image(sample)
+            if img is None:
+                problems.report("sample", sample.url, f"cannot decode the image of {sample.key!r}")
+                continue
+            chw = gt_patch(img, u[len(keys)], patch, hflip, rot).transpose(2, 0, 1)
+            if uint8:
+                out[len(keys)] = chw
+            else:
+                np.divide(chw, np.float32(255.0), out=out[len(keys)], dtype=np.float32)
+            keys.append(sample.key)
+            if len(keys) == batch_size:
+                break
+        if len(keys) < batch_size:
+            return
+        yield GTBatch(torch.from_numpy(out), keys, problems.take())
