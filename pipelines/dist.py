@@ -1,0 +1,73 @@
+"""torchrun-native distributed setup: read RANK / LOCAL_RANK / WORLD_SIZE, or run as one process.
+
+NCCL on CUDA, gloo on CPU (so CI can run two-process DDP on a laptop). Launch with
+``torchrun --standalone --nproc_per_node=N cli.py train ...``; plain ``python cli.py train ...`` is one
+process. No ``--local_rank`` argument is ever parsed: torchrun's environment variables are the API.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as torch_dist
+
+__all__ = ["DistInfo", "setup_distributed", "cleanup_distributed", "mean_over_ranks", "broadcast_object"]
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int
+    local_rank: int
+    world_size: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def setup_distributed(device: str | None = None) -> DistInfo:
+    """Initialise the process group when launched by torchrun; pick the device (CUDA if available)."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = torch.cuda.is_available() if device is None else device.startswith("cuda")
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+        dev = torch.device("cuda", local_rank)
+    else:
+        dev = torch.device("cpu")
+    if world_size > 1 and not torch_dist.is_initialized():
+        torch_dist.init_process_group("nccl" if use_cuda else "gloo", timeout=datetime.timedelta(minutes=30))
+    return DistInfo(rank, local_rank, world_size, dev)
+
+
+def cleanup_distributed() -> None:
+    if torch_dist.is_available() and torch_dist.is_initialized():
+        torch_dist.destroy_process_group()
+
+
+def mean_over_ranks(values: dict[str, float], info: DistInfo) -> dict[str, float]:
+    """Average logged scalars over ranks (every rank must call it with the same keys)."""
+    if not info.distributed or not values:
+        return values
+    keys = sorted(values)
+    tensor = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=info.device)
+    torch_dist.all_reduce(tensor)
+    return {k: float(v) / info.world_size for k, v in zip(keys, tensor.tolist(), strict=True)}
+
+
+def broadcast_object(obj, info: DistInfo):
+    """Rank 0's ``obj`` on every rank."""
+    if not info.distributed:
+        return obj
+    holder = [obj]
+    torch_dist.broadcast_object_list(holder, src=0)
+    return holder[0]

@@ -1,0 +1,107 @@
+"""One training iteration, as plain functions: make the pair, update G, update D.
+
+`make_training_pair` is the reference's `feed_data` (reference §1.2): USM-sharpen the 400×400 GT,
+degrade it on the GT's device, crop the 256/64 pair with one offset for the batch, pass it through
+the training-pair pool, and sharpen the cropped GT again for the L1/perceptual targets (the reference's
+GAN model recomputes USM after the pool the same way; here both stages do, see README).
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+import degrade
+from models.losses import gan_loss, l1_loss
+from pipelines.pool import TrainingPairPool
+
+__all__ = ["TrainingPair", "random_crop_offsets", "make_training_pair", "generator_step", "discriminator_step"]
+
+
+@dataclass(frozen=True)
+class TrainingPair:
+    lq: Tensor
+    gt: Tensor  # unsharpened: the discriminator's real input
+    target: Tensor  # USM-sharpened GT when sharpen_gt, else gt: the L1 / perceptual target
+
+
+def random_crop_offsets(height: int, width: int, size: int, generator: torch.Generator) -> tuple[int, int]:
+    """One (top, left) for a size×size crop, uniform over the valid positions, inclusive."""
+    top = int(torch.randint(0, height - size + 1, (1,), generator=generator))
+    left = int(torch.randint(0, width - size + 1, (1,), generator=generator))
+    return top, left
+
+
+def make_training_pair(gt: Tensor, *, config: degrade.DegradationConfig, gt_size: int, sharpen_gt: bool,
+                       crop_before_degrade: bool, pool: TrainingPairPool, generator: torch.Generator) -> TrainingPair:
+    """Degrade a GT batch into an (LQ, GT) training pair of gt_size / (gt_size / scale) patches."""
+    scale = config.scale
+    with torch.no_grad():
+        if crop_before_degrade:  # ~2x cheaper: degrade only the 256 crop (the LQ then never sees outside it)
+            top, left = random_crop_offsets(gt.shape[-2], gt.shape[-1], gt_size, generator)
+            gt = gt[..., top : top + gt_size, left : left + gt_size]
+        params = degrade.sample_params(config, gt.shape[0], generator)
+        lq = degrade.apply(degrade.usm_sharpen(gt), params, config)
+        lq_size = gt_size // scale
+        if not crop_before_degrade:  # paired_random_crop: one offset for the whole batch (reference §1.2 step 10)
+            top, left = random_crop_offsets(lq.shape[-2], lq.shape[-1], lq_size, generator)
+            lq = lq[..., top : top + lq_size, left : left + lq_size]
+            gt = gt[..., top * scale : top * scale + gt_size, left * scale : left * scale + gt_size]
+        lq, gt = pool.exchange(lq.contiguous(), gt.contiguous())
+        target = degrade.usm_sharpen(gt) if sharpen_gt else gt
+    return TrainingPair(lq, gt, target)
+
+
+def _autocast(device: torch.device, enabled: bool) -> AbstractContextManager:
+    return torch.autocast("cuda", dtype=torch.bfloat16) if enabled and device.type == "cuda" else nullcontext()
+
+
+def generator_step(net_g: nn.Module, optimizer: torch.optim.Optimizer, pair: TrainingPair, *,
+                   pixel_weight: float, perceptual: nn.Module | None = None, net_d: nn.Module | None = None,
+                   gan_weight: float = 0.1, bf16: bool = False) -> tuple[dict[str, float], Tensor, Tensor]:
+    """Update G: L1 (+ perceptual + GAN in stage gan). Returns logs, the output and the total loss.
+
+    ``net_d`` is the unwrapped discriminator with its parameters frozen by the caller (reference §4.2
+    step 1); its gradient flows only into G.
+    """
+    optimizer.zero_grad(set_to_none=True)
+    with _autocast(pair.lq.device, bf16):
+        output = net_g(pair.lq)
+    output = output.float()
+    logs: dict[str, float] = {}
+    loss = l1_loss(output, pair.target, pixel_weight)
+    logs["l_g_pix"] = loss.item()
+    if perceptual is not None:
+        with _autocast(pair.lq.device, bf16):
+            l_percep = perceptual(output, pair.target).float()
+        logs["l_g_percep"] = l_percep.item()
+        loss = loss + l_percep
+    if net_d is not None:
+        with _autocast(pair.lq.device, bf16):
+            l_gan = gan_loss(net_d(output).float(), True, is_disc=False, weight=gan_weight)
+        logs["l_g_gan"] = l_gan.item()
+        loss = loss + l_gan
+    logs["l_g_total"] = loss.item()
+    return logs, output, loss
+
+
+def discriminator_step(net_d: nn.Module, optimizer: torch.optim.Optimizer, real: Tensor, fake: Tensor, *,
+                       bf16: bool = False) -> dict[str, float]:
+    """Update D on real (unsharpened GT) and fake (detached G output), two backward passes (§4.2 steps 3-6)."""
+    optimizer.zero_grad(set_to_none=True)
+    no_sync = net_d.no_sync() if hasattr(net_d, "no_sync") else nullcontext()
+    with no_sync:  # DDP: reduce gradients once, after both passes
+        with _autocast(real.device, bf16):
+            real_logits = net_d(real).float()
+        l_real = gan_loss(real_logits, True, is_disc=True)
+        l_real.backward()
+    with _autocast(real.device, bf16):
+        fake_logits = net_d(fake.detach().clone()).float()
+    l_fake = gan_loss(fake_logits, False, is_disc=True)
+    l_fake.backward()
+    optimizer.step()
+    return {"l_d_real": l_real.item(), "out_d_real": real_logits.mean().item(), "l_d_fake": l_fake.item(),
+            "out_d_fake": fake_logits.mean().item()}

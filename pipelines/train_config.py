@@ -1,0 +1,214 @@
+"""Typed training configuration with the paper's defaults, TOML loading, overrides and validation.
+
+Precedence: stage defaults (the paper's values for `net` or `gan`) < TOML file (`--config`) <
+`--set key=value` overrides. Defaults come from Real-ESRGAN `options/train_realesrnet_x4plus.yml`
+(stage net) and `train_realesrgan_x4plus.yml` (stage gan); the official runs use 4 GPUs with a batch
+of 12 per GPU. Everything is validated before any work starts, with messages that say how to fix it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from degrade import DegradationConfig
+from degrade.tomlio import ConfigError, apply_overrides, from_dict, to_dict, to_toml
+
+try:  # Python 3.11+
+    import tomllib
+except ModuleNotFoundError:  # pragma: no cover
+    import tomli as tomllib
+
+__all__ = ["DataConfig", "NetworkConfig", "OptimConfig", "LossConfig", "TrainConfig", "stage_defaults",
+           "load_train_config", "ConfigError"]
+
+PERCEPTUAL_LAYERS = ("conv1_2", "conv2_2", "conv3_4", "conv4_4", "conv5_4")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Training data: shards of HR patches (from `cli.py shard`)."""
+
+    shards: str = ""  # a shard folder with manifest.json, a brace pattern, or URLs
+    manifest: str = ""  # a local manifest.json for remote shards
+    batch_size: int = 12  # per process
+    patch_size: int = 400  # GT patch fed to the degradation (the reference dataset's crop_pad_size)
+    gt_size: int = 256  # GT crop after degradation; the LQ crop is gt_size / scale
+    num_workers: int = 5  # DataLoader workers per process (the reference uses 5 per GPU)
+    shuffle_buffer: int = 512
+    hflip: bool = True
+    rot: bool = False
+    strict: bool = False  # a corrupt or missing shard is fatal instead of skipped with a warning
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    """RRDBNet generator and U-Net discriminator sizes (the paper's, reference §3)."""
+
+    num_feat: int = 64
+    num_block: int = 23
+    num_grow_ch: int = 32
+    disc_num_feat: int = 64
+    disc_skip_connection: bool = True
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """Adam for both networks and a MultiStepLR schedule (milestone at the end: constant LR, §4.4)."""
+
+    lr_g: float = 2e-4
+    lr_d: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.99)
+    weight_decay: float = 0.0
+    milestones: tuple[int, ...] = ()  # iterations where the LR is multiplied by gamma; () = constant
+    gamma: float = 0.5
+    warmup_iter: int = 0  # linear warm-up from 0 (the reference has none)
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Loss weights (reference §4.1-4.2). Perceptual and GAN terms are used by stage `gan` only."""
+
+    pixel_weight: float = 1.0
+    perceptual_weight: float = 1.0
+    perceptual_layer_weights: tuple[float, float, float, float, float] = (0.1, 0.1, 1.0, 1.0, 1.0)
+    gan_weight: float = 0.1
+    # VGG19 weights: "" finds torchvision's vgg19-dcbb9e9d.pth (env ESRGAN_KIT_VGG19_WEIGHTS or the torch hub
+    # cache), a path names the file, and "random" (smoke tests only) builds untrained weights.
+    perceptual_weights: str = ""
+    sharpen_gt: bool = True  # L1/perceptual targets are the USM-sharpened GT (l1_gt_usm, percep_gt_usm)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training run needs; saved with the run and in every checkpoint."""
+
+    stage: Literal["net", "gan"] = "net"
+    scale: int = 4
+    total_iter: int = 1_000_000
+    seed: int = 0
+    run_dir: str = "runs/realesrnet_x4plus"
+    init_from: str = ""  # weights file or builtin name; stage gan starts from the net stage's EMA weights
+    init_key: str = "params_ema"
+    ema_decay: float = 0.999
+    queue_size: int = 180  # training-pair pool per process; 0 disables it
+    crop_before_degrade: bool = False  # crop the 256 GT before degrading (~2x cheaper, see README)
+    log_every: int = 100
+    checkpoint_every: int = 5000
+    val_every: int = 5000
+    val_shards: str = ""  # paired shards from `cli.py degrade`; "" disables validation
+    val_max_images: int = 16
+    compile: bool = False  # torch.compile the generator (and discriminator)
+    channels_last: bool = True  # on CUDA
+    bf16: bool = True  # bf16 autocast on CUDA; CPU always runs fp32
+    data: DataConfig = field(default_factory=DataConfig)
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    degradation: DegradationConfig = field(default_factory=DegradationConfig)
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+    @property
+    def lq_size(self) -> int:
+        return self.data.gt_size // self.scale
+
+    def to_dict(self) -> dict:
+        return to_dict(self)
+
+    def to_toml(self) -> str:
+        return to_toml(self)
+
+
+def _fail(message: str) -> None:
+    raise ConfigError(message)
+
+
+def validate(cfg: TrainConfig) -> None:
+    """Cross-field checks of the footguns users hit (reference issues on scale, gt_size, pool, iterations)."""
+    data = cfg.data
+    if cfg.scale not in (1, 2, 4):
+        _fail(f"scale must be 1, 2 or 4 (RRDBNet uses pixel-unshuffle for 2 and 1), got {cfg.scale}")
+    if cfg.degradation.scale != cfg.scale:
+        _fail(f"degradation.scale ({cfg.degradation.scale}) must equal scale ({cfg.scale}): set both, e.g. "
+              f"--set scale={cfg.scale} --set degradation.scale={cfg.scale}")
+    if data.gt_size % cfg.scale or data.patch_size % cfg.scale:
+        _fail(f"data.gt_size ({data.gt_size}) and data.patch_size ({data.patch_size}) must be divisible by "
+              f"scale ({cfg.scale})")
+    if data.gt_size > data.patch_size:
+        _fail(f"data.gt_size ({data.gt_size}) cannot exceed data.patch_size ({data.patch_size}), the GT patch "
+              f"the degradation sees; lower gt_size or raise patch_size")
+    if cfg.lq_size < 8 or (cfg.stage == "gan" and data.gt_size % 8):
+        _fail(f"data.gt_size ({data.gt_size}) gives an LQ crop of {cfg.lq_size}; it must be at least 8 pixels "
+              f"(and gt_size divisible by 8 for the U-Net discriminator)")
+    if data.batch_size < 1:
+        _fail(f"data.batch_size must be at least 1, got {data.batch_size}")
+    if cfg.queue_size < 0 or (cfg.queue_size and cfg.queue_size % data.batch_size):
+        multiple = max(1, cfg.queue_size // data.batch_size) * data.batch_size
+        _fail(f"queue_size ({cfg.queue_size}) must be a multiple of the per-process batch size "
+              f"({data.batch_size}), e.g. {multiple}, or 0 to disable the training-pair pool")
+    if cfg.total_iter < 1:
+        _fail(f"total_iter must be at least 1, got {cfg.total_iter}")
+    for name in ("log_every", "checkpoint_every", "val_every"):
+        if getattr(cfg, name) < 1:
+            _fail(f"{name} must be at least 1, got {getattr(cfg, name)}")
+    if any(m < 1 for m in cfg.optim.milestones) or list(cfg.optim.milestones) != sorted(cfg.optim.milestones):
+        _fail(f"optim.milestones must be increasing positive iterations, got {list(cfg.optim.milestones)}")
+    if not 0 <= cfg.ema_decay < 1:
+        _fail(f"ema_decay must be in [0, 1), got {cfg.ema_decay}")
+    if data.num_workers < 0:
+        _fail(f"data.num_workers must be >= 0, got {data.num_workers}")
+
+
+def stage_defaults(stage: str) -> dict:
+    """The paper's defaults of a stage as nested dicts (the base the TOML file and --set apply to)."""
+    if stage == "net":
+        cfg = TrainConfig()
+    elif stage == "gan":
+        cfg = TrainConfig(stage="gan", total_iter=400_000, run_dir="runs/realesrgan_x4plus",
+                          optim=OptimConfig(lr_g=1e-4, lr_d=1e-4))
+    else:
+        raise ConfigError(f"stage must be 'net' or 'gan', got {stage!r}")
+    return to_dict(cfg)
+
+
+def load_train_config(stage: str | None = None, path: Path | None = None,
+                      overrides: Sequence[str] = ()) -> TrainConfig:
+    """Stage defaults < TOML file < overrides. The stage comes from ``stage``, else the file, else net."""
+    file_data: dict = {}
+    if path is not None:
+        try:
+            file_data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except OSError as error:
+            raise ConfigError(f"cannot read training config {path}: {error.strerror}") from error
+        except tomllib.TOMLDecodeError as error:
+            raise ConfigError(f"{path}: invalid TOML: {error}") from error
+    chosen = stage or file_data.get("stage") or "net"
+    if stage and file_data.get("stage") not in (None, stage):
+        raise ConfigError(f"{path} is a config for stage {file_data['stage']!r} but --stage {stage} was given")
+    base = stage_defaults(chosen)
+    merged = _merge(base, file_data)
+    merged["stage"] = chosen
+    try:
+        return apply_overrides(TrainConfig, merged, overrides)
+    except ConfigError as error:
+        raise ConfigError(f"{path}: {error}" if path else str(error)) from error
+
+
+def _merge(base: dict, update: dict) -> dict:
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def config_from_checkpoint(data: dict) -> TrainConfig:
+    return from_dict(TrainConfig, data)
+
+

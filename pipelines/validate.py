@@ -1,0 +1,116 @@
+"""Validation on a fixed degraded set: PSNR and SSIM as BasicSR (reference §4.7) and an image grid.
+
+The set is paired shards written by `cli.py degrade` (members ``<key>.gt.png`` and ``<key>.lq.png``),
+read with tarfile and decoded with OpenCV only. The model output is clamped and rounded to 8 bits
+before the metrics, which compare with the raw (unsharpened) GT with ``crop_border = scale``.
+"""
+
+from __future__ import annotations
+
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torch import nn
+
+from pipelines.metrics import psnr, ssim
+
+__all__ = ["ValidationPair", "read_pairs", "validate", "save_grid"]
+
+
+@dataclass(frozen=True)
+class ValidationPair:
+    key: str
+    lq: np.ndarray  # HWC RGB uint8
+    gt: np.ndarray
+
+
+def _decode(data: bytes, where: str) -> np.ndarray:
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if image is None:
+        raise ValueError(f"{where}: cannot decode image")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def _shard_files(spec: str) -> list[Path]:
+    path = Path(spec)
+    if path.is_dir():
+        files = sorted(path.glob("*.tar"))
+    elif path.is_file():
+        files = [path]
+    else:
+        raise FileNotFoundError(f"validation shards {spec}: no such file or folder (make them with `cli.py degrade`)")
+    if not files:
+        raise FileNotFoundError(f"validation shards {spec}: no .tar files in the folder")
+    return files
+
+
+def read_pairs(spec: str, limit: int | None = None) -> list[ValidationPair]:
+    """Read (LQ, GT) pairs from paired shards, in shard and member order."""
+    pairs: list[ValidationPair] = []
+    for shard in _shard_files(spec):
+        members: dict[str, dict[str, bytes]] = {}
+        with tarfile.open(shard) as tar:
+            for member in tar:
+                if not member.isfile():
+                    continue
+                key, _, ext = member.name.partition(".")
+                if ext in ("gt.png", "lq.png"):
+                    members.setdefault(key, {})[ext[:2]] = tar.extractfile(member).read()
+        for key in sorted(members):
+            found = members[key]
+            if set(found) != {"gt", "lq"}:
+                raise ValueError(f"{shard}: sample {key} lacks its {'gt' if 'gt' not in found else 'lq'} image")
+            pairs.append(ValidationPair(key, _decode(found["lq"], f"{shard}:{key}.lq.png"),
+                                        _decode(found["gt"], f"{shard}:{key}.gt.png")))
+            if limit is not None and len(pairs) >= limit:
+                return pairs
+    return pairs
+
+
+def _to_tensor(image: np.ndarray, device: torch.device) -> torch.Tensor:
+    return torch.from_numpy(image).permute(2, 0, 1).unsqueeze(0).float().div(255).to(device)
+
+
+def _to_uint8(tensor: torch.Tensor) -> np.ndarray:
+    return (tensor[0].float().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+
+
+@torch.no_grad()
+def validate(model: nn.Module, pairs: list[ValidationPair], scale: int,
+             device: torch.device) -> tuple[dict[str, float], list[tuple[np.ndarray, np.ndarray, np.ndarray]]]:
+    """Mean PSNR/SSIM (RGB, crop_border = scale) and the (LQ, output, GT) images for a grid."""
+    was_training = model.training
+    model.eval()
+    scores = {"psnr": [], "ssim": []}
+    images = []
+    for pair in pairs:
+        output = _to_uint8(model(_to_tensor(pair.lq, device)))
+        if output.shape != pair.gt.shape:
+            raise ValueError(f"validation pair {pair.key}: output {output.shape} vs GT {pair.gt.shape}: "
+                             f"was the set made for another scale than x{scale}?")
+        scores["psnr"].append(psnr(output, pair.gt, crop_border=scale))
+        scores["ssim"].append(ssim(output, pair.gt, crop_border=scale))
+        images.append((pair.lq, output, pair.gt))
+    model.train(was_training)
+    return {name: float(np.mean(values)) for name, values in scores.items()}, images
+
+
+def save_grid(images: list[tuple[np.ndarray, np.ndarray, np.ndarray]], path: Path, max_rows: int = 8) -> None:
+    """One row per pair: LQ (nearest-enlarged) | output | GT; written atomically."""
+    rows = []
+    for lq, output, gt in images[:max_rows]:
+        enlarged = cv2.resize(lq, (gt.shape[1], gt.shape[0]), interpolation=cv2.INTER_NEAREST)
+        rows.append(np.hstack([enlarged, output, gt]))
+    width = max(r.shape[1] for r in rows)
+    rows = [np.pad(r, ((0, 4), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows]
+    ok, data = cv2.imencode(".png", cv2.cvtColor(np.vstack(rows), cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise RuntimeError(f"cannot encode {path}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data.tobytes())
+    tmp.replace(path)
