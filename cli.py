@@ -13,7 +13,7 @@ import click
 REPO_ROOT = Path(__file__).resolve().parent
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110, "terminal_width": 110})
 def main() -> None:
     """Train real-world blind super-resolution models the Real-ESRGAN way."""
 
@@ -83,7 +83,7 @@ def shard(src: str, root: Path, out: Path, name: str, crop_size: int, step: int,
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("preview-out"),
               show_default=True, help="Output folder for preview.png and records.json.")
 def preview_degradations(images, count, seed, config_path, order, scale, overrides, show_stages, gt_size, usm, out):
-    """Write a contact sheet of degraded samples with their parameters (default: the bundled photos)."""
+    """Contact sheet of degraded samples with their parameters, and their records."""
     from degrade.tomlio import ConfigError
     from pipelines.common import resolve_degradation_config
     from pipelines.preview import PreviewConfig, preview_degradations
@@ -163,6 +163,66 @@ def degrade(shards_spec: str, out: Path, seed: int, config_path: Path | None, co
     except ValueError as exc:  # degrade.ConfigError is a ValueError
         raise click.BadParameter(str(exc)) from exc
     run_degrade(cfg)
+
+@main.command()
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("quickstart-out"),
+              show_default=True, help="Output folder (replaced when it holds an earlier quickstart).")
+@click.option("--net-iters", default=20, show_default=True, help="Iterations of stage net.")
+@click.option("--gan-iters", default=10, show_default=True, help="Iterations of stage gan.")
+@click.option("--from-scratch", is_flag=True, help="Train a tiny model even when the released weights are installed.")
+@click.option("--smallest", is_flag=True, help="The test suite's settings: 2 iterations per stage, tiny crops.")
+@click.option("--seed", default=0, show_default=True)
+def quickstart(out, net_iters, gan_iters, from_scratch, smallest, seed):
+    """The whole pipeline on the bundled photos: shard, preview, train, upscale."""
+    from pipelines.quickstart import QuickstartConfig, QuickstartInterrupted
+    from pipelines.quickstart import quickstart as run_quickstart
+
+    try:
+        summary = run_quickstart(QuickstartConfig(out=out, net_iters=net_iters, gan_iters=gan_iters,
+                                                  from_scratch=from_scratch, smallest=smallest, seed=seed))
+    except (QuickstartInterrupted, FileExistsError) as error:
+        raise click.ClickException(str(error)) from error
+    click.echo(summary.read_text(encoding="utf-8"))
+    click.echo(f"everything is in {summary.parent}/ (start with {summary})")
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("-o", "--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
+@click.option("--weights", required=True,
+              help="A .pth (official params_ema/params or bare), an ncnn .param, or realesrgan-x4plus[-anime].")
+@click.option("--suffix", default="out", show_default=True, help="Output name: <name>_<suffix>.<ext>.")
+@click.option("--ext", type=click.Choice(["auto", "png", "jpg", "webp"]), default="auto", show_default=True,
+              help="auto keeps the input's; RGBA (and 16-bit unless png/tif) is always saved as png.")
+@click.option("-s", "--outscale", type=float, help="Final scale (LANCZOS4 resize after the model; default: its scale).")
+@click.option("-t", "--tile", default=512, show_default=True, help="Tile size in input pixels (0: whole image).")
+@click.option("--tile-overlap", type=int, help="Context kept on each side of a tile cut (default 16 x4, 32 x2, 64 x1).")
+@click.option("--tile-batch", default=0, show_default=True, help="Tiles per forward pass (0: auto).")
+@click.option("--pre-pad", default=0, show_default=True, help="Reflect-pad right/bottom before the model.")
+@click.option("--alpha-upsampler", type=click.Choice(["realesrgan", "linear"]), default="realesrgan",
+              show_default=True, help="Alpha through the network, or cv2 INTER_LINEAR.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--half", is_flag=True, help="fp16 inference (CUDA only).")
+@click.option("-r", "--recursive", is_flag=True, help="Scan input folders recursively (subfolders mirrored in OUT).")
+@click.option("--threads", default=0, show_default=True, help="CPU threads (0: torch's default).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress output.")
+def upscale(inputs, out, weights, suffix, ext, outscale, tile, tile_overlap, tile_batch, pre_pad, alpha_upsampler,
+            device, half, recursive, threads, quiet):
+    """Upscale images or folders with seam-free tiles; exit code 1 if any input failed (see README)."""
+    from pipelines.upscale import UpscaleConfig, upscale_files
+
+    try:
+        config = UpscaleConfig(tuple(inputs), out, weights, suffix=suffix, ext=ext, outscale=outscale,
+                               alpha_upsampler=alpha_upsampler, tile=tile, tile_overlap=tile_overlap,
+                               tile_batch=tile_batch, pre_pad=pre_pad, device=device, half=half,
+                               recursive=recursive, threads=threads, progress=not quiet)
+        summary = upscale_files(config)
+    except (ValueError, FileNotFoundError, ModuleNotFoundError) as error:
+        raise click.ClickException(str(error)) from error
+    click.echo(summary.line())
+    if summary.failed:
+        sys.exit(1)
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,0 +1,229 @@
+"""Seam-free tiled super-resolution: equal-size overlapping windows, batched, blended with cosine ramps.
+
+Reference: Real-ESRGAN ``realesrgan/utils.py`` ``RealESRGANer.pre_process / tile_process / post_process``
+(reflect mod-pad for pixel-unshuffle models, tiles extended by ``tile_pad``). The reference then *crops*
+each tile's output, so a seam sits where two tiles that saw different context meet; here the overlaps
+are cross-faded instead (the idea of overlap-add / feathered mosaicking).
+
+Geometry, per axis (length ``L`` in LR pixels, already a multiple of the unshuffle factor ``f``):
+
+* ``n = max(2, ceil((L - 2 * overlap) / tile))`` windows (one if ``L <= tile``), all of the same size
+  ``S`` (so they stack into one batch), evenly spaced from 0 to ``L - S``; ``S`` is the smallest
+  multiple of ``f`` for which every two neighbours overlap by at least ``2 * overlap`` pixels, about
+  ``(L + 2 * overlap * (n - 1)) / n <= tile + 2 * overlap``. The work per axis, ``n * S``, is then
+  the same as clipping windows at the border would cost, and ``n`` is the fewest for that size bound.
+* Window starts are multiples of ``f`` and the mod pad is applied once to the whole image, so no
+  window needs its own padding and a window that touches the image border sees exactly the padding
+  the whole image sees.
+
+Blending: in an overlap of width ``w`` (>= 2 * overlap) the right window's weight is 0 for the first
+``w / 4`` pixels, rises as a raised cosine over the middle ``w / 2`` and is 1 for the last ``w / 4``;
+the left window gets the complement. Weights are evaluated at HR pixel centres, product-separable,
+and normalised per axis, so they sum to exactly 1 at every output pixel.
+
+Guarantee: every output pixel is a convex combination of window outputs, each taken at least
+``overlap / 2`` LR pixels from that window's cut edges (edges on the image border are not cuts).
+If the model's output changes by at most ``e(d)`` when the input is cut ``d`` pixels away, the tiled
+result differs from the untiled one by at most ``e(overlap / 2)`` everywhere, the image border
+included (distance 0). Measured ``e(d)`` values are in the README / bench.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+DEFAULT_OVERLAP = 16  # LR pixels at the network's internal resolution; times f for x2 / x1 models
+TILE_BATCH_PIXELS = 2**17  # auto batch: as many windows per forward as fit in this many LR pixels
+MIN_TILE = 16  # the OOM retry stops halving here
+
+
+def unshuffle_factor(model: nn.Module) -> int:
+    """Pixel-unshuffle factor of an RRDBNet-like model (``model.spec.unshuffle_factor``; 1 if absent)."""
+    spec = getattr(model, "spec", None)
+    return int(getattr(spec, "unshuffle_factor", 1))
+
+
+def default_overlap(model: nn.Module) -> int:
+    """``DEFAULT_OVERLAP`` LR pixels for x4 models, scaled by the unshuffle factor (32 for x2, 64 for x1).
+
+    An x1 model runs its trunk at 1/4 resolution, so its receptive field in input pixels is 4x wider.
+    """
+    return DEFAULT_OVERLAP * unshuffle_factor(model)
+
+
+def _ceil_to(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple
+
+
+def axis_windows(length: int, tile: int, overlap: int, multiple: int = 1) -> tuple[list[int], int]:
+    """Starts and common size of the windows along one axis.
+
+    Args:
+        length: axis length in LR pixels (a multiple of ``multiple``).
+        tile: target core size; 0 or >= length means one window covering the axis.
+        overlap: each neighbour pair overlaps by at least ``2 * overlap`` pixels.
+        multiple: starts and size are multiples of this (the pixel-unshuffle factor).
+
+    Returns:
+        (starts, size): ``starts[0] == 0``, ``starts[-1] + size == length``, strictly increasing.
+    """
+    if length % multiple:
+        raise ValueError(f"axis length {length} is not a multiple of {multiple}; mod-pad the image first")
+    if tile < 0 or overlap < 0:
+        raise ValueError(f"tile and overlap must be >= 0 (got tile={tile}, overlap={overlap})")
+    if tile == 0 or length <= tile:
+        return [0], length
+    # Fewest windows whose size (L + 2P(n-1)) / n stays <= tile + 2P: the least work for that memory bound.
+    n = max(2, math.ceil((length - 2 * overlap) / _ceil_to(tile, multiple)))
+    size = _ceil_to(math.ceil((length + 2 * overlap * (n - 1)) / n), multiple)
+    while size < length:
+        span = (length - size) // multiple  # in units of `multiple`
+        starts = sorted({multiple * round(i * span / (n - 1)) for i in range(n)})
+        if all(size - (b - a) >= 2 * overlap for a, b in zip(starts, starts[1:], strict=False)):
+            return starts, size
+        size += multiple  # rounding the starts cost a pixel of overlap somewhere: widen and retry
+    return [0], length
+
+
+def _ramp(positions: torch.Tensor, begin: float, width: float) -> torch.Tensor:
+    """0 before ``begin + width / 4``, raised cosine up to ``begin + 3 * width / 4``, then 1."""
+    t = ((positions - begin - width / 4) / (width / 2)).clamp(0.0, 1.0)
+    return 0.5 - 0.5 * torch.cos(math.pi * t)
+
+
+def axis_weights(starts: Sequence[int], size: int, scale: int) -> list[torch.Tensor]:
+    """Per-window blending weights along one axis at HR resolution, normalised to sum to 1.
+
+    Returns:
+        One float64 vector of length ``size * scale`` per window.
+    """
+    weights = []
+    centres = (torch.arange(size * scale, dtype=torch.float64) + 0.5) / scale  # LR units, window-local
+    for i, start in enumerate(starts):
+        w = torch.ones(size * scale, dtype=torch.float64)
+        if i > 0 and (width := starts[i - 1] + size - start) > 0:
+            w = w * _ramp(centres, 0.0, width)
+        if i + 1 < len(starts) and (width := start + size - starts[i + 1]) > 0:
+            w = w * (1.0 - _ramp(centres, starts[i + 1] - start, width))
+        weights.append(w)
+    total = torch.zeros((starts[-1] + size) * scale, dtype=torch.float64)
+    for start, w in zip(starts, weights, strict=True):
+        total[start * scale : (start + size) * scale] += w
+    # total > 0 everywhere: neighbours' non-zero parts overlap by half of their overlap.
+    return [w / total[s * scale : (s + size) * scale] for s, w in zip(starts, weights, strict=True)]
+
+
+def auto_tile_batch(window_pixels: int) -> int:
+    """How many windows go through the network together when ``--tile-batch 0``."""
+    return max(1, TILE_BATCH_PIXELS // max(1, window_pixels))
+
+
+def tiled_forward(
+    model: nn.Module,
+    image: torch.Tensor,
+    tile: int,
+    overlap: int,
+    batch: int = 0,
+    on_tile: Callable[[int, int], None] | None = None,
+) -> torch.Tensor:
+    """Run ``model`` over ``image`` window by window and blend the outputs.
+
+    Args:
+        model: maps (B, C, h, w) to (B, C, h * s, w * s); ``model.scale`` and ``model.spec`` are read.
+            Its parameters' device and dtype decide where and in what precision it runs.
+        image: (1, C, H, W) float32 on the CPU, H and W multiples of the unshuffle factor.
+        tile: target window core size in LR pixels (0: the whole image at once).
+        overlap: LR pixels of context on each side of a cut (see the module docstring).
+        batch: windows per forward pass (0: ``auto_tile_batch``).
+        on_tile: called with (windows done, total) after every forward pass.
+
+    Returns:
+        (1, C, H * s, W * s) float32 on the CPU, not clamped.
+    """
+    scale, factor = int(model.scale), unshuffle_factor(model)
+    _, channels, height, width = image.shape
+    ys, sy = axis_windows(height, tile, overlap, factor)
+    xs, sx = axis_windows(width, tile, overlap, factor)
+    wy, wx = axis_weights(ys, sy, scale), axis_weights(xs, sx, scale)
+    param = next(model.parameters())
+    windows = [(i, j) for i in range(len(ys)) for j in range(len(xs))]
+    batch = batch or auto_tile_batch(sy * sx)
+    if len(windows) == 1:
+        return _forward(model, image.to(param.device, param.dtype)).float().cpu()
+    out = torch.zeros(1, channels, height * scale, width * scale)
+    for first in range(0, len(windows), batch):
+        group = windows[first : first + batch]
+        crops = torch.cat([image[..., ys[i] : ys[i] + sy, xs[j] : xs[j] + sx] for i, j in group])
+        result = _forward(model, crops.to(param.device, param.dtype)).float().cpu()
+        for k, (i, j) in enumerate(group):
+            weight = (wy[i][:, None] * wx[j][None, :]).float()
+            top, left = ys[i] * scale, xs[j] * scale
+            out[..., top : top + sy * scale, left : left + sx * scale] += result[k] * weight
+        if on_tile is not None:
+            on_tile(min(first + batch, len(windows)), len(windows))
+    return out
+
+
+def _forward(model: nn.Module, batch: torch.Tensor) -> torch.Tensor:
+    # channels_last lets oneDNN / cuDNN skip a layout reorder around every convolution.
+    return model(batch.contiguous(memory_format=torch.channels_last))
+
+
+def pad_right_bottom(image: torch.Tensor, pad_h: int, pad_w: int) -> torch.Tensor:
+    """Reflect-pad the bottom and right edges (replicate where the image is too small to reflect)."""
+    if pad_h == 0 and pad_w == 0:
+        return image
+    mode = "reflect" if pad_h < image.shape[-2] and pad_w < image.shape[-1] else "replicate"
+    return F.pad(image, (0, pad_w, 0, pad_h), mode=mode)
+
+
+def upscale_tensor(
+    model: nn.Module,
+    image: torch.Tensor,
+    tile: int,
+    overlap: int,
+    batch: int = 0,
+    pre_pad: int = 0,
+    on_tile: Callable[[int, int], None] | None = None,
+    log: Callable[[str], None] = print,
+) -> tuple[torch.Tensor, int, int]:
+    """Pre-pad, mod-pad, tiled forward, crop back, clamp to [0, 1]; halve the tile on CUDA OOM.
+
+    Reference: RealESRGANer pre_process (pre_pad, then mod pad, both reflect, right/bottom),
+    tile_process, post_process (crop the pads x scale). Here both pads are whole-image operations.
+
+    Args:
+        image: (1, C, H, W) float32 CPU in [0, 1].
+        tile, overlap, batch, on_tile: see ``tiled_forward``.
+        pre_pad: extra reflect padding on the right and bottom, cropped off afterwards.
+        log: receives the "retrying with a smaller tile" messages.
+
+    Returns:
+        ((1, C, H * s, W * s) clamped output, tile, batch): the tile and batch that succeeded, so a
+        caller can keep using the reduced ones after an out-of-memory retry.
+    """
+    scale, factor = int(model.scale), unshuffle_factor(model)
+    height, width = image.shape[-2:]
+    padded = pad_right_bottom(image, pre_pad, pre_pad)
+    h_pad, w_pad = padded.shape[-2:]
+    padded = pad_right_bottom(padded, _ceil_to(h_pad, factor) - h_pad, _ceil_to(w_pad, factor) - w_pad)
+    while True:
+        try:
+            with torch.inference_mode():
+                out = tiled_forward(model, padded, tile, overlap, batch, on_tile)
+            break
+        except torch.cuda.OutOfMemoryError as error:
+            current = tile or max(padded.shape[-2:])
+            if current // 2 < MIN_TILE:
+                raise RuntimeError(f"CUDA out of memory even with tile {current}: {error}") from error
+            # The auto batch would fill the same pixel budget with more small windows: one per pass.
+            tile, batch = _ceil_to(current // 2, factor), 1
+            log(f"CUDA out of memory with tile {current}; retrying with tile {tile}, one window per pass")
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+    return out[..., : height * scale, : width * scale].clamp(0.0, 1.0), tile, batch  # a normal tensor again

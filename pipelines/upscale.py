@@ -1,0 +1,384 @@
+"""``cli.py upscale``: run an RRDBNet over image files: RGB, gray, RGBA and 16-bit, tiled without seams.
+
+Reference: Real-ESRGAN ``realesrgan/utils.py`` ``RealESRGANer.enhance`` (image kinds, alpha upsampler,
+outscale with LANCZOS4) and ``inference_realesrgan.py`` (IMREAD_UNCHANGED, ``<name>_<suffix>.<ext>``,
+RGBA saved as PNG). The flow is read -> split channels -> tiled model call -> merge -> write; the
+tiling itself is ``pipelines.tiling``. Deliberate differences from the reference:
+
+* 8 / 16 bit is decided by the dtype (uint8 / uint16), not by ``max > 256`` (which treats a dark
+  16-bit scan as 8-bit and a bright 8-bit-in-16-bit one as 16-bit).
+* A constant alpha channel (e.g. fully opaque) is copied, not sent through the network: the exact
+  upscaling of a constant is that constant, and it halves the work for such files.
+* 16-bit results asked for as JPEG / WebP (8-bit formats) are written as PNG, as RGBA ones are.
+* Outputs are written atomically (temporary file + ``os.replace``); one unreadable input is reported
+  and skipped instead of stopping the run.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, TextIO
+
+import cv2
+import numpy as np
+import torch
+from torch import nn
+
+from pipelines.tiling import default_overlap, upscale_tensor
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+SIXTEEN_BIT_SUFFIXES = (".png", ".tif", ".tiff")
+MAX_VALUE = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
+AlphaUpsampler = Literal["realesrgan", "linear"]
+
+
+@dataclass(frozen=True)
+class UpscaleConfig:
+    """Everything ``upscale_files`` needs; defaults follow ``inference_realesrgan.py`` where it has one.
+
+    ``tile`` / ``tile_overlap`` / ``tile_batch`` are in LR pixels (see ``pipelines.tiling``); the
+    reference's CLI defaults are tile 0 and pre_pad 0. Our tile default bounds memory on big photos.
+    """
+
+    inputs: tuple[Path, ...]
+    out: Path
+    weights: str
+    suffix: str = "out"
+    ext: Literal["auto", "png", "jpg", "webp"] = "auto"
+    outscale: float | None = None  # None: the model's scale
+    alpha_upsampler: AlphaUpsampler = "realesrgan"
+    tile: int = 512
+    tile_overlap: int | None = None  # None: 16 x the unshuffle factor
+    tile_batch: int = 0  # 0: auto
+    pre_pad: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    half: bool = False
+    recursive: bool = False
+    threads: int = 0  # 0: torch's default (the physical cores)
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.inputs:
+            raise ValueError("no inputs given")
+        if self.tile < 0 or (self.tile_overlap is not None and self.tile_overlap < 0) or self.pre_pad < 0:
+            raise ValueError("--tile, --tile-overlap and --pre-pad must be >= 0")
+        if self.tile_batch < 0 or self.threads < 0:
+            raise ValueError("--tile-batch and --threads must be >= 0")
+        if self.outscale is not None and not self.outscale > 0:
+            raise ValueError(f"--outscale must be > 0 (got {self.outscale})")
+        if os.sep in self.suffix or (os.altsep and os.altsep in self.suffix):
+            raise ValueError(f"--suffix must not contain a path separator (got {self.suffix!r})")
+
+
+@dataclass
+class UpscaleSummary:
+    """What a run did: (input, output) pairs written and (input, reason) pairs that failed."""
+
+    written: list[tuple[Path, Path]] = field(default_factory=list)
+    failed: list[tuple[Path, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def line(self) -> str:
+        return (f"{len(self.written)} written, {len(self.failed)} failed "
+                f"({len(self.written) + len(self.failed)} inputs, {self.seconds:.1f} s)")
+
+
+# ---------------------------------------------------------------- model
+
+
+def resolve_device(device: str, half: bool) -> torch.device:
+    """``auto`` -> CUDA when available; ``--half`` needs CUDA (fp16 convolutions on CPU are slow or missing)."""
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is available")
+    resolved = torch.device("cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else "cpu")
+    if half and resolved.type != "cuda":
+        raise ValueError("--half needs a CUDA device (this run is on the CPU); drop --half")
+    return resolved
+
+
+def build_model(weights: str, device: torch.device, half: bool = False) -> tuple[nn.Module, str]:
+    """Load ``--weights`` (builtin name, ncnn .param or .pth), detect the RRDBNet, move it to ``device``."""
+    from models.rrdbnet import RRDBNet
+    from models.weights import detect_rrdbnet, load_generator_state_dict, load_into
+
+    state_dict, description = load_generator_state_dict(weights)
+    try:
+        spec = detect_rrdbnet(state_dict)
+    except ValueError as error:
+        raise ValueError(f"{weights}: {error}") from error
+    if spec.num_in_ch != 3 or spec.num_out_ch != 3:
+        raise ValueError(f"{weights}: upscale needs an RGB model (3 in, 3 out channels), got {spec}")
+    model = RRDBNet.from_spec(spec)
+    load_into(model, state_dict, strict=True)
+    return (prepare_model(model, device, half),
+            f"{description}: RRDBNet x{spec.scale}, {spec.num_block} blocks, {spec.num_feat} features")
+
+
+def prepare_model(model: nn.Module, device: torch.device, half: bool = False) -> nn.Module:
+    """eval, no grads, channels_last (oneDNN / cuDNN run NHWC convolutions without reorders), fp16 if asked."""
+    model = model.eval().requires_grad_(False).to(device, memory_format=torch.channels_last)
+    return model.half() if half else model
+
+
+# ---------------------------------------------------------------- image kinds
+
+
+@dataclass(frozen=True)
+class SplitImage:
+    """An input image as the network sees it: RGB float32 HWC in [0, 1], plus what to restore."""
+
+    rgb: np.ndarray
+    alpha: np.ndarray | None  # HW float32 in [0, 1]
+    mode: Literal["RGB", "L", "RGBA"]
+    dtype: np.dtype
+
+
+def image_mode(image: np.ndarray) -> Literal["RGB", "L", "RGBA"]:
+    """'L' for HxW or HxWx1, 'RGB' for HxWx3 (BGR), 'RGBA' for HxWx4 (BGRA); ValueError otherwise."""
+    if image.dtype not in MAX_VALUE:
+        raise ValueError(f"unsupported pixel type {image.dtype} (8-bit and 16-bit integer images only)")
+    channels = 1 if image.ndim == 2 else image.shape[2] if image.ndim == 3 else 0
+    modes: dict[int, Literal["RGB", "L", "RGBA"]] = {1: "L", 3: "RGB", 4: "RGBA"}
+    if channels not in modes or min(image.shape[:2]) < 1:
+        raise ValueError(f"unsupported image shape {image.shape} (gray, BGR or BGRA expected)")
+    return modes[channels]
+
+
+def split_image(image: np.ndarray) -> SplitImage:
+    """BGR / BGRA / gray uint8 or uint16 (as cv2.imread IMREAD_UNCHANGED gives) -> network input.
+
+    Reference: RealESRGANer.enhance steps 1-2 (divide by 255 or 65535; gray -> RGB; split alpha).
+    """
+    mode = image_mode(image)
+    scaled = image.astype(np.float32) / MAX_VALUE[image.dtype]
+    if mode == "L":
+        return SplitImage(cv2.cvtColor(scaled.reshape(image.shape[:2]), cv2.COLOR_GRAY2RGB), None, mode, image.dtype)
+    rgb = cv2.cvtColor(scaled[:, :, :3], cv2.COLOR_BGR2RGB)
+    return SplitImage(rgb, scaled[:, :, 3].copy() if mode == "RGBA" else None, mode, image.dtype)
+
+
+def merge_image(rgb: np.ndarray, alpha: np.ndarray | None, mode: str, dtype: np.dtype) -> np.ndarray:
+    """Network output (RGB float in [0, 1]) -> the input's layout and bit depth, rounded.
+
+    Reference: RealESRGANer.enhance steps 3-5 (RGB -> BGR or gray, attach alpha, x255 / x65535, round).
+    """
+    if mode == "L":
+        out = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    else:
+        out = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+        if mode == "RGBA":
+            out = np.dstack([out, alpha])
+    return np.clip(np.round(out * MAX_VALUE[dtype]), 0, MAX_VALUE[dtype]).astype(dtype)
+
+
+@dataclass
+class TileState:
+    """Tile settings of a run; an out-of-memory retry lowers them for the rest of the run."""
+
+    tile: int
+    overlap: int
+    batch: int = 0
+    pre_pad: int = 0
+
+
+def run_model(model: nn.Module, rgb: np.ndarray, state: TileState, on_tile=None, log=print) -> np.ndarray:
+    """HWC float RGB -> HWC float RGB x scale, clamped to [0, 1], through ``tiling.upscale_tensor``."""
+    tensor = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))[None]
+    out, state.tile, state.batch = upscale_tensor(model, tensor, state.tile, state.overlap, state.batch,
+                                                  state.pre_pad, on_tile, log)
+    return out[0].permute(1, 2, 0).numpy()
+
+
+def upscale_alpha(model: nn.Module, alpha: np.ndarray, how: AlphaUpsampler, state: TileState, log=print) -> np.ndarray:
+    """Alpha x scale: through the network as gray -> RGB -> gray (``realesrgan``) or cv2 INTER_LINEAR.
+
+    Reference: RealESRGANer.enhance step 4. A constant alpha stays exactly that constant (our shortcut).
+    """
+    scale = int(model.scale)
+    size = (alpha.shape[1] * scale, alpha.shape[0] * scale)
+    if alpha.min() == alpha.max():
+        return np.full(size[::-1], alpha.flat[0], dtype=np.float32)
+    if how == "linear":
+        return cv2.resize(alpha, size, interpolation=cv2.INTER_LINEAR)
+    rgb = run_model(model, cv2.cvtColor(alpha, cv2.COLOR_GRAY2RGB), state, log=log)
+    return cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+
+
+def enhance(model: nn.Module, image: np.ndarray, state: TileState, alpha_upsampler: AlphaUpsampler = "realesrgan",
+            outscale: float | None = None, on_tile=None, log=print) -> tuple[np.ndarray, str]:
+    """Upscale one image array as cv2 reads it; returns (output in the same layout and dtype, mode).
+
+    Reference: RealESRGANer.enhance; ``outscale`` resizes the merged result with LANCZOS4 to
+    (int(w * outscale), int(h * outscale)) when it differs from the model's scale.
+    """
+    split = split_image(image)
+    rgb = run_model(model, split.rgb, state, on_tile, log)
+    alpha = None if split.alpha is None else upscale_alpha(model, split.alpha, alpha_upsampler, state, log)
+    out = merge_image(rgb, alpha, split.mode, split.dtype)
+    if outscale is not None and outscale != float(model.scale):
+        height, width = image.shape[:2]
+        out = cv2.resize(out, (int(width * outscale), int(height * outscale)), interpolation=cv2.INTER_LANCZOS4)
+    return out, split.mode
+
+
+# ---------------------------------------------------------------- files
+
+
+def read_image(path: Path) -> np.ndarray:
+    """cv2 IMREAD_UNCHANGED through ``np.fromfile`` (any path encoding); ValueError naming the file."""
+    try:
+        data = np.fromfile(path, dtype=np.uint8)
+    except OSError as error:
+        raise ValueError(f"cannot read {path}: {error.strerror or error}") from error
+    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    if image is None:
+        raise ValueError(f"{path} is not an image OpenCV can decode ({data.size} bytes)")
+    return image
+
+
+def write_image_atomic(path: Path, image: np.ndarray) -> None:
+    """Encode by the suffix and move into place with ``os.replace``: never a truncated output file."""
+    ok, encoded = cv2.imencode(path.suffix, image)
+    if not ok:
+        raise ValueError(f"OpenCV cannot encode a {image.dtype} {image.shape} image as {path.suffix}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(encoded.tobytes())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def output_suffix(input_path: Path, ext: str, mode: str, dtype: np.dtype) -> str:
+    """``--ext`` (auto keeps the input's) with the reference's RGBA -> .png rule and 16-bit -> .png."""
+    suffix = input_path.suffix.lower() if ext == "auto" else f".{ext}"
+    if suffix not in IMAGE_SUFFIXES or mode == "RGBA":
+        return ".png"
+    if dtype == np.uint16 and suffix not in SIXTEEN_BIT_SUFFIXES:
+        return ".png"
+    return suffix
+
+
+def collect_inputs(inputs: tuple[Path, ...], out: Path, recursive: bool) -> list[tuple[Path, Path]]:
+    """(file, its folder relative to OUT) for every input; folders give their image files, sorted.
+
+    Folders are scanned one level deep, or the whole tree with ``recursive`` (subfolders mirrored in
+    OUT). Files already inside OUT are skipped so that re-runs do not upscale their own outputs.
+    Named files are taken whatever their suffix (and fail later if unreadable).
+    """
+    found: list[tuple[Path, Path]] = []
+    out_resolved = out.resolve()
+    for item in inputs:
+        if not item.is_dir():
+            found.append((item, Path()))
+            continue
+        pattern = "**/*" if recursive else "*"
+        for path in sorted(item.glob(pattern)):
+            inside_out = out_resolved in path.resolve().parents
+            if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and not inside_out:
+                found.append((path, path.parent.relative_to(item)))
+    return found
+
+
+# ---------------------------------------------------------------- progress and the run
+
+
+class Progress:
+    """One status line on a terminal (images done, tiles of the current image); plain lines otherwise."""
+
+    def __init__(self, total: int, stream: TextIO, enabled: bool = True) -> None:
+        self.total, self.stream, self.enabled = total, stream, enabled
+        self.tty = enabled and hasattr(stream, "isatty") and stream.isatty()
+        self.done, self.name, self.status = 0, "", ""
+
+    def _draw(self) -> None:
+        if self.tty:
+            filled = int(20 * self.done / max(1, self.total))
+            text = f"[{'#' * filled}{'.' * (20 - filled)}] {self.done}/{self.total} {self.name} {self.status}"
+            self.stream.write("\r\033[K" + text[:150])
+            self.stream.flush()
+
+    def start(self, name: str) -> None:
+        self.name, self.status = name, ""
+        self._draw()
+
+    def tiles(self, done: int, total: int) -> None:
+        self.status = f"tiles {done}/{total}"
+        self._draw()
+
+    def finish(self, text: str) -> None:
+        self.done += 1
+        self.message(f"[{self.done}/{self.total}] {text}")
+
+    def message(self, text: str) -> None:
+        if self.enabled:
+            self.stream.write(("\r\033[K" if self.tty else "") + text + "\n")
+            self.stream.flush()
+            self._draw()
+
+    def close(self) -> None:
+        if self.tty:
+            self.stream.write("\r\033[K")
+            self.stream.flush()
+
+
+def upscale_files(config: UpscaleConfig, stream: TextIO | None = None,
+                  model: nn.Module | None = None) -> UpscaleSummary:
+    """Upscale every input into ``config.out``; failures are reported on ``stream`` and skipped.
+
+    Args:
+        config: the run.
+        stream: progress and error messages (default: sys.stderr at call time).
+        model: an already built model (tests, benchmarks); default: ``build_model(config.weights)``.
+
+    Raises:
+        ValueError / FileNotFoundError: bad weights or device (nothing was processed).
+    """
+    stream = sys.stderr if stream is None else stream
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    if model is None:
+        model, description = build_model(config.weights, resolve_device(config.device, config.half), config.half)
+        stream.write(f"weights: {description}\n")
+    overlap = default_overlap(model) if config.tile_overlap is None else config.tile_overlap
+    state = TileState(config.tile, overlap, config.tile_batch, config.pre_pad)
+    jobs = collect_inputs(config.inputs, config.out, config.recursive)
+    summary, progress, claimed = UpscaleSummary(), Progress(len(jobs), stream, config.progress), {}
+    started = time.perf_counter()
+    for path, subfolder in jobs:
+        progress.start(path.name)
+        try:
+            target = _upscale_one(model, path, subfolder, config, state, claimed, progress)
+        except (ValueError, OSError, RuntimeError, cv2.error) as error:
+            summary.failed.append((path, str(error)))
+            progress.finish(f"FAILED: {error}" if str(path) in str(error) else f"FAILED {path}: {error}")
+            continue
+        summary.written.append((path, target))
+        progress.finish(f"{path} -> {target}")
+    progress.close()
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _upscale_one(model: nn.Module, path: Path, subfolder: Path, config: UpscaleConfig, state: TileState,
+                 claimed: dict[Path, Path], progress: Progress) -> Path:
+    if not path.is_file():
+        raise ValueError(f"{path}: no such file" if not path.exists() else f"{path}: not a file")
+    image = read_image(path)
+    name = f"{path.stem}_{config.suffix}" if config.suffix else path.stem
+    target = config.out / subfolder / f"{name}{output_suffix(path, config.ext, image_mode(image), image.dtype)}"
+    if target in claimed:  # two inputs that map to one output name: keep the first
+        raise ValueError(f"output {target} was already written for {claimed[target]} in this run")
+    out, _ = enhance(model, image, state, config.alpha_upsampler, config.outscale,
+                     on_tile=progress.tiles, log=progress.message)
+    write_image_atomic(target, out)
+    claimed[target] = path
+    return target
