@@ -60,15 +60,15 @@ def sync(device: torch.device) -> None:
 CLOCKS = {"wall": "perf_counter", "process": "process_time"}
 
 
-def time_mode(model, image: np.ndarray, small: np.ndarray, tile: int, overlap: int, repeats: int,
+def time_mode(model, image: np.ndarray, small: np.ndarray, tiling: tuple[int, int, int], repeats: int,
               device: torch.device, clock: str = "wall") -> tuple[list[float], np.ndarray]:
     now = getattr(time, CLOCKS[clock])
-    enhance(model, small, TileState(tile, overlap), log=lambda _m: None)  # warm-up
+    enhance(model, small, TileState(*tiling), log=lambda _m: None)  # warm-up
     runs, out = [], None
     for _ in range(repeats):
         sync(device)
         start = now()
-        out, _ = enhance(model, image, TileState(tile, overlap), log=lambda _m: None)
+        out, _ = enhance(model, image, TileState(*tiling), log=lambda _m: None)
         sync(device)
         runs.append(now() - start)
     return runs, out
@@ -78,11 +78,14 @@ def load_model(device: torch.device, half: bool):
     return prepare_model(RRDBNet(num_block=23, generator=torch.Generator().manual_seed(0)), device, half)
 
 
-def modes(args: argparse.Namespace, model) -> dict[str, tuple[int, int]]:
+def modes(args: argparse.Namespace, model) -> dict[str, tuple[int, int, int]]:
+    """Mode name -> (tile, overlap, tile batch) for TileState."""
     overlaps = args.overlaps or [default_overlap(model)]
-    chosen = {"untiled": (0, 0)} if "untiled" in args.modes else {}
+    chosen = {"untiled": (0, 0, 0)} if "untiled" in args.modes else {}
     if "tiled" in args.modes:
-        chosen.update({f"tiled_overlap{ov}": (args.tile, ov) for ov in overlaps})
+        for batch in args.tile_batches:
+            name = "" if args.tile_batches == [0] else f"_batch{batch or 'auto'}"
+            chosen.update({f"tiled_overlap{ov}{name}": (args.tile, ov, batch) for ov in overlaps})
     return chosen
 
 
@@ -105,12 +108,13 @@ def timing(args: argparse.Namespace, device: torch.device, half: bool, rounds: i
     for r in range(rounds):
         if between_rounds is not None:
             between_rounds(r)
-        for mode, (tile, ov) in chosen.items():
-            times, outputs[mode] = time_mode(model, image, small, tile, ov, args.repeats, device,
+        for mode, tiling in chosen.items():
+            times, outputs[mode] = time_mode(model, image, small, tiling, args.repeats, device,
                                              args.clock if device.type == "cpu" else "wall")
             runs[mode] += times
     megapixels = args.size * args.size / 1e6
-    result = {m: {"tile": t, "overlap": ov, **summarize(runs[m], megapixels)} for m, (t, ov) in chosen.items()}
+    result = {m: {"tile": t, "overlap": ov, "tile_batch": b or "auto", **summarize(runs[m], megapixels)}
+              for m, (t, ov, b) in chosen.items()}
     if "untiled" in outputs:
         for mode in (m for m in outputs if m != "untiled"):
             diff = np.abs(outputs[mode].astype(int) - outputs["untiled"].astype(int))
@@ -222,6 +226,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--tile", type=int, default=128)
     parser.add_argument("--overlaps", type=int, nargs="+", help="tiled modes to time (default: the library's, 16)")
+    parser.add_argument("--tile-batches", type=int, nargs="+", default=[0], help="windows per pass (0: auto)")
     parser.add_argument("--reference-python", help="e.g. /opt/refenv/bin/python: run the reference alternately")
     parser.add_argument("--rounds", type=int, default=1, help="alternations with --reference-python")
     parser.add_argument("--clock", choices=tuple(CLOCKS), default="wall",
