@@ -5,8 +5,8 @@ outscale with LANCZOS4) and ``inference_realesrgan.py`` (IMREAD_UNCHANGED, ``<na
 RGBA saved as PNG). The flow is read -> split channels -> tiled model call -> merge -> write; the
 tiling itself is ``pipelines.tiling``. Deliberate differences from the reference:
 
-* 8 / 16 bit is decided by the dtype (uint8 / uint16), not by ``max > 256`` (which treats a dark
-  16-bit scan as 8-bit and a bright 8-bit-in-16-bit one as 16-bit).
+* 8 / 16 bit is decided by the dtype (uint8 / uint16), not by the reference's ``max > 256`` test,
+  which divides a dark 16-bit image (all values <= 256) by 255 and writes it back as 8-bit.
 * A constant alpha channel (e.g. fully opaque) is copied, not sent through the network: the exact
   upscaling of a constant is that constant, and it halves the work for such files.
 * 16-bit results asked for as JPEG / WebP (8-bit formats) are written as PNG, as RGBA ones are.
@@ -20,6 +20,7 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, TextIO
@@ -29,6 +30,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from models.rrdbnet import RRDBNet
+from models.weights import detect_rrdbnet, load_generator_state_dict, load_into
 from pipelines.tiling import default_overlap, upscale_tensor
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
@@ -53,7 +56,7 @@ class UpscaleConfig:
     outscale: float | None = None  # None: the model's scale
     alpha_upsampler: AlphaUpsampler = "realesrgan"
     tile: int = 512
-    tile_overlap: int | None = None  # None: 16 x the unshuffle factor
+    tile_overlap: int | None = None  # None: 12 x the unshuffle factor
     tile_batch: int = 0  # 0: auto
     pre_pad: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -103,9 +106,6 @@ def resolve_device(device: str, half: bool) -> torch.device:
 
 def build_model(weights: str, device: torch.device, half: bool = False) -> tuple[nn.Module, str]:
     """Load ``--weights`` (builtin name, ncnn .param or .pth), detect the RRDBNet, move it to ``device``."""
-    from models.rrdbnet import RRDBNet
-    from models.weights import detect_rrdbnet, load_generator_state_dict, load_into
-
     state_dict, description = load_generator_state_dict(weights)
     try:
         spec = detect_rrdbnet(state_dict)
@@ -186,7 +186,12 @@ class TileState:
     pre_pad: int = 0
 
 
-def run_model(model: nn.Module, rgb: np.ndarray, state: TileState, on_tile=None, log=print) -> np.ndarray:
+TileCallback = Callable[[int, int], None] | None
+LogCallback = Callable[[str], None]
+
+
+def run_model(model: nn.Module, rgb: np.ndarray, state: TileState, on_tile: TileCallback = None,
+              log: LogCallback = print) -> np.ndarray:
     """HWC float RGB -> HWC float RGB x scale, clamped to [0, 1], through ``tiling.upscale_tensor``."""
     tensor = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))[None]
     out, state.tile, state.batch = upscale_tensor(model, tensor, state.tile, state.overlap, state.batch,
@@ -194,7 +199,8 @@ def run_model(model: nn.Module, rgb: np.ndarray, state: TileState, on_tile=None,
     return out[0].permute(1, 2, 0).numpy()
 
 
-def upscale_alpha(model: nn.Module, alpha: np.ndarray, how: AlphaUpsampler, state: TileState, log=print) -> np.ndarray:
+def upscale_alpha(model: nn.Module, alpha: np.ndarray, how: AlphaUpsampler, state: TileState,
+                  log: LogCallback = print) -> np.ndarray:
     """Alpha x scale: through the network as gray -> RGB -> gray (``realesrgan``) or cv2 INTER_LINEAR.
 
     Reference: RealESRGANer.enhance step 4. A constant alpha stays exactly that constant (our shortcut).
@@ -210,11 +216,21 @@ def upscale_alpha(model: nn.Module, alpha: np.ndarray, how: AlphaUpsampler, stat
 
 
 def enhance(model: nn.Module, image: np.ndarray, state: TileState, alpha_upsampler: AlphaUpsampler = "realesrgan",
-            outscale: float | None = None, on_tile=None, log=print) -> tuple[np.ndarray, str]:
-    """Upscale one image array as cv2 reads it; returns (output in the same layout and dtype, mode).
+            outscale: float | None = None, on_tile: TileCallback = None,
+            log: LogCallback = print) -> tuple[np.ndarray, str]:
+    """Upscale one image array as cv2 reads it (reference: RealESRGANer.enhance).
 
-    Reference: RealESRGANer.enhance; ``outscale`` resizes the merged result with LANCZOS4 to
-    (int(w * outscale), int(h * outscale)) when it differs from the model's scale.
+    Args:
+        model: an RRDBNet-like module (``prepare_model`` / ``build_model``).
+        image: HxW / HxWx1 gray, HxWx3 BGR or HxWx4 BGRA, uint8 or uint16.
+        state: tile settings; lowered in place by an out-of-memory retry.
+        alpha_upsampler: ``realesrgan`` (alpha through the network) or ``linear`` (cv2 INTER_LINEAR).
+        outscale: final scale; when it differs from the model's, the merged result is resized with
+            LANCZOS4 to (int(w * outscale), int(h * outscale)).
+        on_tile, log: progress callbacks (tiles done / total; retry messages).
+
+    Returns:
+        (output in the input's layout and dtype, mode "L" / "RGB" / "RGBA").
     """
     split = split_image(image)
     rgb = run_model(model, split.rgb, state, on_tile, log)
@@ -314,12 +330,13 @@ class Progress:
         self.status = f"tiles {done}/{total}"
         self._draw()
 
-    def finish(self, text: str) -> None:
+    def finish(self, text: str, always: bool = False) -> None:
         self.done += 1
-        self.message(f"[{self.done}/{self.total}] {text}")
+        self.message(f"[{self.done}/{self.total}] {text}", always)
 
-    def message(self, text: str) -> None:
-        if self.enabled:
+    def message(self, text: str, always: bool = False) -> None:
+        """Print a line above the status line (``always``: even when progress output is off)."""
+        if self.enabled or always:
             self.stream.write(("\r\033[K" if self.tty else "") + text + "\n")
             self.stream.flush()
             self._draw()
@@ -340,17 +357,21 @@ def upscale_files(config: UpscaleConfig, stream: TextIO | None = None,
         model: an already built model (tests, benchmarks); default: ``build_model(config.weights)``.
 
     Raises:
-        ValueError / FileNotFoundError: bad weights or device (nothing was processed).
+        ValueError / FileNotFoundError: no inputs found, bad weights or device (nothing was processed).
     """
     stream = sys.stderr if stream is None else stream
     if config.threads:
         torch.set_num_threads(config.threads)
+    jobs = collect_inputs(config.inputs, config.out, config.recursive)
+    if not jobs:
+        raise ValueError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) in {', '.join(map(str, config.inputs))}"
+                         f"{'' if config.recursive else ' (folders are scanned one level deep; -r recurses)'}")
     if model is None:
         model, description = build_model(config.weights, resolve_device(config.device, config.half), config.half)
-        stream.write(f"weights: {description}\n")
+        if config.progress:
+            stream.write(f"weights: {description}\n")
     overlap = default_overlap(model) if config.tile_overlap is None else config.tile_overlap
     state = TileState(config.tile, overlap, config.tile_batch, config.pre_pad)
-    jobs = collect_inputs(config.inputs, config.out, config.recursive)
     summary, progress, claimed = UpscaleSummary(), Progress(len(jobs), stream, config.progress), {}
     started = time.perf_counter()
     for path, subfolder in jobs:
@@ -359,7 +380,7 @@ def upscale_files(config: UpscaleConfig, stream: TextIO | None = None,
             target = _upscale_one(model, path, subfolder, config, state, claimed, progress)
         except (ValueError, OSError, RuntimeError, cv2.error) as error:
             summary.failed.append((path, str(error)))
-            progress.finish(f"FAILED: {error}" if str(path) in str(error) else f"FAILED {path}: {error}")
+            progress.finish(f"FAILED: {error}" if str(path) in str(error) else f"FAILED {path}: {error}", True)
             continue
         summary.written.append((path, target))
         progress.finish(f"{path} -> {target}")

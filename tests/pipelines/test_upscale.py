@@ -115,13 +115,13 @@ def windows_seen(net: torch.nn.Module) -> tuple[list[tuple[int, ...]], object]:
 
 
 @pytest.mark.parametrize(("scale", "height", "width", "tile", "overlap"), [
-    (4, 67, 93, 32, None),   # default overlap 16, sizes not divisible by the tile
+    (4, 67, 93, 32, None),   # default overlap 12, sizes not divisible by the tile
     (4, 67, 93, 20, 8),
     (4, 50, 50, 64, None),   # image smaller than a tile: one window, exact
     (2, 61, 97, 24, 8),      # odd sizes: mod pad to even, windows on even starts
-    (2, 70, 110, 40, None),  # default overlap 32
+    (2, 70, 110, 40, None),  # default overlap 24
     (1, 75, 130, 24, 24),    # x1: unshuffle by 4, receptive field 4x wider in input pixels
-    (1, 150, 171, 48, None), # default overlap 64
+    (1, 150, 171, 48, None), # default overlap 48
 ])
 def test_tiled_equals_untiled_everywhere(scale, height, width, tile, overlap) -> None:
     net = tiny(scale)
@@ -493,5 +493,21 @@ def test_progress_on_a_terminal_shows_images_and_tiles() -> None:
     progress.close()
     assert stream.text.endswith("\r\033[K")
     quiet = _Tty()
-    up.Progress(1, quiet, enabled=False).finish("x")
+    up.Progress(2, quiet, enabled=False).finish("x")
     assert quiet.text == ""
+    up.Progress(2, quiet, enabled=False).finish("FAILED y", always=True)  # failures are always reported
+    assert quiet.text == "[1/2] FAILED y\n"
+
+
+def test_quiet_cli_still_reports_failures_and_empty_inputs_are_an_error(tmp_path) -> None:
+    save_weights(tmp_path / "w.pth", "official", 4)
+    (tmp_path / "empty" / "sub").mkdir(parents=True)
+    cv2.imwrite(str(tmp_path / "empty" / "sub" / "deep.png"), photo(8, 8))
+    result = run_cli(str(tmp_path / "empty"), "-o", str(tmp_path / "out"), "--weights", str(tmp_path / "w.pth"))
+    assert result.exit_code == 1 and "no image files" in result.output and "-r recurses" in result.output
+    (tmp_path / "bad.png").write_text("x")
+    cv2.imwrite(str(tmp_path / "good.png"), photo(8, 8))
+    result = run_cli(str(tmp_path / "bad.png"), str(tmp_path / "good.png"), "-o", str(tmp_path / "out"),
+                     "--weights", str(tmp_path / "w.pth"), "-q")
+    assert result.exit_code == 1 and result.stderr.startswith("[1/2] FAILED: ") and "good" not in result.stderr
+    assert (tmp_path / "out" / "good_out.png").is_file()
