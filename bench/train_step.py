@@ -6,20 +6,27 @@ stage at batch 2 through the real step functions: degradation of a 2×400×400 G
 the pool, G with its losses, (D real + fake,) the Adam steps and the EMA (anchor for the GAN stage:
 ≈7,600 ms). The VGG19 has random weights (the cost is the same). Median of `--repeats` after a warm-up.
 
-    python bench/train_step.py [--repeats 3] [--threads 2] [--device cpu|cuda]
+    python bench/train_step.py [--repeats 3] [--threads 2] [--device cpu|cuda] [--out bench/results/train_step.json]
+
+When bench/results/reference_train_step.json exists (bench/reference/ref_train_step.py, run in the
+reference's own venv just before this on the same machine), the CPU result is put beside it as
+"vs_reference". Other jobs on the machine inflate both; compare runs made back to back.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+REPO = Path(__file__).resolve().parent.parent
+REFERENCE_JSON = REPO / "bench" / "results" / "reference_train_step.json"
+sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
 
@@ -95,22 +102,49 @@ def bench(device: torch.device, repeats: int) -> dict:
     return {"device": str(device), **results}
 
 
+def vs_reference(cpu: dict) -> dict | None:
+    """Our CPU medians beside the reference's (same batch and patch sizes), with the speedup."""
+    if not REFERENCE_JSON.is_file():
+        return None
+    ref = json.loads(REFERENCE_JSON.read_text())
+    pairs = {"net_fwd_bwd_b2_64": "net_fwd_bwd_ms", "gan_iteration_b2": "gan_total_ms"}
+    out = {"reference": f"{REFERENCE_JSON.relative_to(REPO)} (measured {ref['env']['date_utc']}, "
+                        f"load {ref['env']['loadavg_at_start'][0]:.2f}, torch {ref['env']['torch']})"}
+    for ours_key, ref_key in pairs.items():
+        reference_ms = ref[ref_key]["median"]
+        out[ours_key] = {"reference_median_ms": round(reference_ms, 1), "ours_median_ms": cpu[ours_key]["median_ms"],
+                         "speedup": round(reference_ms / cpu[ours_key]["median_ms"], 2)}
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", action="append")
+    parser.add_argument("--out", type=Path, help="also write the JSON here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     devices = args.device or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
-    print(json.dumps({
+    load_at_start = os.getloadavg()
+    results = [bench(torch.device(d), args.repeats) for d in devices]
+    report = {
         "benchmark": "train_step",
         "torch": torch.__version__,
         "threads": args.threads,
         "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "loadavg_at_start": [round(x, 2) for x in load_at_start],
         "anchors_reference_ms": {"net_fwd_bwd_b2_64": 2570, "gan_iteration_b2": 7600},
-        "results": [bench(torch.device(d), args.repeats) for d in devices],
-    }, indent=2))
+        "results": results,
+    }
+    cpu = next((r for r in results if r["device"] == "cpu"), None)
+    if cpu is not None:
+        report["vs_reference"] = vs_reference(cpu)
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n")
 
 
 if __name__ == "__main__":
