@@ -27,15 +27,17 @@ If the model's output changes by at most ``e(d)`` when the input is cut ``d`` pi
 result differs from the untiled one by at most ``max_{d >= overlap / 2} e(d)`` everywhere, the image
 border included (stated border distance: 0).
 
-Default overlap (``bench/upscale.py --seams`` measures ``e(d)``, in 1/255, on a photo crop): the seeded
-random nets of the tests and the benchmark have ``e(d) <= 0.6`` from d = 4 (x4, 23 blocks: e(3) = 5.2,
-e(5) = 0.006) up to d = 11 (tiny x1: e(10) = 0.6), so 12 x f (margin 6 x f) gives <= 1/255. Trained
-weights reach much further: realesrgan-x4plus has e(8) = 37, e(32) = 8.8, e(56) = 1.1, e(64) = 0.4, and
-tiled-vs-untiled max errors of 29.9 (overlap 12), 19.6 (16), 10.6 (32), 2.0 (48), 1.7 (64) against
-39.8 for the reference's crop-only tiles (tile_pad 10). No cheap overlap makes trained weights exact,
-and every pixel of overlap costs work (tile 128 on 256x256: 12 -> 1.2x the pixels of an untiled
-run, 64 -> 2.25x), so the default is 12; pass ``--tile-overlap 64`` to reproduce a trained model's
-untiled output to about 2/255.
+Default overlap: ``max(12 * f, tile // 8)`` input pixels, so the extra work stays about the same share
+of a window at every tile size (at most ``(1 + 2 / 8) ** 2`` = 1.56x the pixels of an untiled run, 1.27x for
+256x256 at tile 128) while large tiles, which have room for it, get the context trained weights need.
+``bench/upscale.py --seams`` measures ``e(d)`` in 1/255 on a 256x256 photo crop (tile 128,
+bench/results/seams_x4plus.json). The seeded random nets of the tests have ``e(d) <= 0.6`` from d = 4
+(x4, 23 blocks) up to d = 11 (tiny x1), so 12 x f is within 1/255 for them. Trained weights reach much
+further: realesrgan-x4plus has e(8) = 34, e(32) = 8.7, e(56) = 1.1, e(64) = 0.35, e(96) = 0.02, and
+tiled-vs-untiled maximum errors of 27.2 (overlap 12), 19.1 (16), 10.6 (32), 1.9 (48), 1.8 (64) and 0.11
+(96) against 38.1 for the reference's crop-only tiles (tile_pad 10); 99.9th percentiles 9.0, 6.5, 3.2,
+0.50, 0.39, 0.03 (reference 11.3). So at the default tile 512 (overlap 64) x4plus stays within about 2/255
+of its untiled output, and ``--tile-overlap 96`` brings it within 1/255 (tested with the real weights).
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ import torch.nn.functional as F
 from torch import nn
 
 DEFAULT_OVERLAP = 12  # LR pixels at the network's internal resolution; times f for x2 / x1 models
+TILE_OVERLAP_DIVISOR = 8  # ... or tile / 8 when that is larger
 # Auto batch: as many windows per forward pass as fit in this many LR pixels. On the CPU the budget keeps
 # a pass's dense-block activations (192 channels x 4 bytes x pixels = 25 MB) about L3-sized: batching four
 # 144x144 windows measured 10% slower per pixel than one at a time on one thread, while batching small
@@ -62,12 +65,14 @@ def unshuffle_factor(model: nn.Module) -> int:
     return int(getattr(spec, "unshuffle_factor", 1))
 
 
-def default_overlap(model: nn.Module) -> int:
-    """``DEFAULT_OVERLAP`` LR pixels for x4 models, scaled by the unshuffle factor (24 for x2, 48 for x1).
+def default_overlap(model: nn.Module, tile: int = 0) -> int:
+    """``max(DEFAULT_OVERLAP * f, tile // TILE_OVERLAP_DIVISOR)`` input pixels (f: the unshuffle factor).
 
-    An x1 model runs its trunk at 1/4 resolution, so its receptive field in input pixels is 4x wider.
+    The floor is 12 for x4, 24 for x2 and 48 for x1 models: an x1 model runs its trunk at 1/4 resolution,
+    so its receptive field in input pixels is 4x wider. Above it the overlap grows with the tile (64 at
+    tile 512), which keeps its cost a fixed share of the work; see the module docstring for the errors.
     """
-    return DEFAULT_OVERLAP * unshuffle_factor(model)
+    return max(DEFAULT_OVERLAP * unshuffle_factor(model), tile // TILE_OVERLAP_DIVISOR)
 
 
 def _ceil_to(value: int, multiple: int) -> int:

