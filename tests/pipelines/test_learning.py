@@ -2,13 +2,13 @@
 
 This runs the real pipeline end to end (shard job, offline degraded pairs, `train` with its own validation,
 the exported weights) and checks that training learns something bicubic upsampling cannot: undoing the
-paper's second-order degradation (blur, resize, noise, JPEG, twice, then a sinc filter).
+paper's second-order degradation (blur, resize, noise and JPEG, twice, with the final sinc filter).
 
 Held-out data: each bundled photo is split by columns; the right-most 128 columns are held out (cut into
 128x128 crops and degraded once with a fixed seed), an 8-pixel gap is dropped, and the rest is the
 training set. The validation set is therefore disjoint in pixels but from the same four photos: a
 different photo cannot serve as held-out data here, because a model trained on three photos for minutes
-learns their content, and on a fourth one it lost to bicubic in every setting tried (see the margin note).
+learns their content, and on a fourth one (rocket) it lost to bicubic in every setting tried.
 
 Margin: measured on a 2-core CPU, torch 2.13.0, with the settings below (EMA weights after 1,500
 iterations, PSNR as BasicSR computes it on the 15 held-out crops, bicubic 23.12 dB): seed 0 with 2
