@@ -55,6 +55,12 @@ def make_training_pair(gt: Tensor, *, config: degrade.DegradationConfig, gt_size
     return TrainingPair(lq, gt, target)
 
 
+def _to_floats(terms: dict[str, Tensor]) -> dict[str, float]:
+    """Scalar tensors -> Python floats with one device-to-host copy (one sync on CUDA, not one per term)."""
+    values = torch.stack([t.detach().float().reshape(()) for t in terms.values()]).tolist()
+    return dict(zip(terms, values, strict=True))
+
+
 def _autocast(device: torch.device, enabled: bool) -> AbstractContextManager:
     return torch.autocast("cuda", dtype=torch.bfloat16) if enabled and device.type == "cuda" else nullcontext()
 
@@ -71,21 +77,21 @@ def generator_step(net_g: nn.Module, optimizer: torch.optim.Optimizer, pair: Tra
     with _autocast(pair.lq.device, bf16):
         output = net_g(pair.lq)
     output = output.float()
-    logs: dict[str, float] = {}
+    terms: dict[str, Tensor] = {}
     loss = l1_loss(output, pair.target, pixel_weight)
-    logs["l_g_pix"] = loss.item()
+    terms["l_g_pix"] = loss
     if perceptual is not None:
         with _autocast(pair.lq.device, bf16):
             l_percep = perceptual(output, pair.target).float()
-        logs["l_g_percep"] = l_percep.item()
+        terms["l_g_percep"] = l_percep
         loss = loss + l_percep
     if net_d is not None:
         with _autocast(pair.lq.device, bf16):
             l_gan = gan_loss(net_d(output).float(), True, is_disc=False, weight=gan_weight)
-        logs["l_g_gan"] = l_gan.item()
+        terms["l_g_gan"] = l_gan
         loss = loss + l_gan
-    logs["l_g_total"] = loss.item()
-    return logs, output, loss
+    terms["l_g_total"] = loss
+    return _to_floats(terms), output, loss
 
 
 def discriminator_step(net_d: nn.Module, optimizer: torch.optim.Optimizer, real: Tensor, fake: Tensor, *,
@@ -103,5 +109,5 @@ def discriminator_step(net_d: nn.Module, optimizer: torch.optim.Optimizer, real:
     l_fake = gan_loss(fake_logits, False, is_disc=True)
     l_fake.backward()
     optimizer.step()
-    return {"l_d_real": l_real.item(), "out_d_real": real_logits.mean().item(), "l_d_fake": l_fake.item(),
-            "out_d_fake": fake_logits.mean().item()}
+    return _to_floats({"l_d_real": l_real, "out_d_real": real_logits.mean(), "l_d_fake": l_fake,
+                       "out_d_fake": fake_logits.mean()})
