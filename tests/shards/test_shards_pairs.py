@@ -84,12 +84,10 @@ def test_usm_and_custom_config_replay(inputs, tmp_path: Path):
         np.testing.assert_array_equal(replay(gt, record, config), lq)
 
 
-def test_resume_after_crash_is_byte_identical(inputs, tmp_path: Path, monkeypatch):
+def crash_on_third_pair(monkeypatch) -> None:
+    """Make shards.pairs.degrade_pair raise on its third call (a crash in the middle of a job)."""
     import shards.pairs as pairs
 
-    folder, _ = inputs
-    cfg = PairConfig(shards=str(folder), out=tmp_path / "ref", seed=1, shard_size=2, count=3)
-    make_pairs(cfg)
     calls = []
     original = pairs.degrade_pair
 
@@ -100,6 +98,13 @@ def test_resume_after_crash_is_byte_identical(inputs, tmp_path: Path, monkeypatc
         return original(gt, index, c)
 
     monkeypatch.setattr(pairs, "degrade_pair", crash_on_third)
+
+
+def test_resume_after_crash_is_byte_identical(inputs, tmp_path: Path, monkeypatch):
+    folder, _ = inputs
+    cfg = PairConfig(shards=str(folder), out=tmp_path / "ref", seed=1, shard_size=2, count=3)
+    make_pairs(cfg)
+    crash_on_third_pair(monkeypatch)
     interrupted = PairConfig(**{**cfg.__dict__, "out": tmp_path / "int"})
     with pytest.raises(RuntimeError, match="simulated crash"):
         make_pairs(interrupted)
@@ -114,23 +119,12 @@ def test_resume_after_crash_is_byte_identical(inputs, tmp_path: Path, monkeypatc
 
 
 def test_folders_format_matches_shards_and_resumes(inputs, tmp_path: Path, monkeypatch):
-    import shards.pairs as pairs
-
     folder, _ = inputs
     base = PairConfig(shards=str(folder), out=tmp_path / "s", seed=2, count=3, shard_size=2)
     make_pairs(base)
     shard_pairs = read_pairs(tmp_path / "s")
-    calls = []
-    original = pairs.degrade_pair
-
-    def crash_on_third(gt, index, c):
-        calls.append(index)
-        if len(calls) == 3:
-            raise RuntimeError("simulated crash")
-        return original(gt, index, c)
-
     cfg = PairConfig(**{**base.__dict__, "out": tmp_path / "f", "format": "folders"})
-    monkeypatch.setattr(pairs, "degrade_pair", crash_on_third)
+    crash_on_third_pair(monkeypatch)
     with pytest.raises(RuntimeError):
         make_pairs(cfg)
     monkeypatch.undo()
