@@ -422,6 +422,21 @@ def run(args: argparse.Namespace) -> dict:
     }
 
 
+def add_run_args(p: argparse.ArgumentParser, out_name: str) -> None:
+    """--contended and --out, shared by the reference scripts."""
+    p.add_argument("--contended", choices=("yes", "no"), default="yes",
+                   help="whether other jobs shared the CPU during the run (recorded in the JSON)")
+    p.add_argument("--out", type=Path, default=RESULTS / out_name)
+
+
+def write_result(result: dict, out: Path) -> None:
+    """Write the result JSON to ``out`` and print it."""
+    text = json.dumps(result, indent=2, default=float)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text + "\n")
+    print(text)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--repeats", type=int, default=5, help="timed batches (median over them), >= 5 advised")
@@ -434,18 +449,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="training-pair pool state: steady state (full) or the first 15 iterations (filling)")
     p.add_argument("--check-batch", type=int, default=2, help="batch size of the bit-exactness check")
     p.add_argument("--no-check", action="store_true", help="skip the bit-exactness check against the reference")
-    p.add_argument("--contended", choices=("yes", "no"), default="yes",
-                   help="whether other jobs shared the CPU during the run (recorded in the JSON)")
-    p.add_argument("--out", type=Path, default=RESULTS / "reference_degrade.json")
+    add_run_args(p, "reference_degrade.json")
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    result = run(args)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    write_result(run(args), args.out)
 
 
 if __name__ == "__main__":

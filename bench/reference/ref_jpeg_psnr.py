@@ -14,7 +14,6 @@ Reported: DiffJPEG vs OpenCV (unrounded and rounded to uint8), and each of them 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import statistics
 import sys
@@ -24,7 +23,7 @@ import cv2
 import numpy as np
 import torch
 from basicsr.utils import DiffJPEG
-from ref_degrade import RESULTS, SAMPLE_DIR, SAMPLE_NAMES, env_info
+from ref_degrade import RESULTS, SAMPLE_DIR, SAMPLE_NAMES, env_info, write_result
 
 QUALITIES = (30, 50, 75, 95)
 
@@ -90,10 +89,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", type=Path, default=RESULTS / "reference_jpeg_psnr.json")
     args = p.parse_args(argv)
-    result = run(args)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    write_result(run(args), args.out)
 
 
 if __name__ == "__main__":

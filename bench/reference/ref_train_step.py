@@ -22,12 +22,10 @@ from __future__ import annotations
 import argparse
 import copy
 import functools
-import json
 import os
 import sys
 import time
 import types
-from pathlib import Path
 
 import basicsr.archs.vgg_arch as vgg_arch
 import torch
@@ -38,7 +36,17 @@ from basicsr.losses.basic_loss import L1Loss, PerceptualLoss
 from basicsr.losses.gan_loss import GANLoss
 from basicsr.models.base_model import BaseModel
 from realesrgan.models.realesrgan_model import RealESRGANModel
-from ref_degrade import RESULTS, StepTimer, env_info, load_samples, make_state, prepare_batch, seed_all, stats
+from ref_degrade import (
+    StepTimer,
+    add_run_args,
+    env_info,
+    load_samples,
+    make_state,
+    prepare_batch,
+    seed_all,
+    stats,
+    write_result,
+)
 
 ANCHORS_MS = {"net_fwd_bwd": 2570, "gan_iteration": 7600}
 LAYER_WEIGHTS = {"conv1_2": 0.1, "conv2_2": 0.1, "conv3_4": 1, "conv4_4": 1, "conv5_4": 1}  # O-gan
@@ -128,9 +136,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--only", choices=("net", "gan", "both"), default="both")
-    p.add_argument("--contended", choices=("yes", "no"), default="yes",
-                   help="whether other jobs shared the CPU during the run (recorded in the JSON)")
-    p.add_argument("--out", type=Path, default=RESULTS / "reference_train_step.json")
+    add_run_args(p, "reference_train_step.json")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     env = env_info(args.threads)
@@ -153,9 +159,7 @@ def main(argv: list[str] | None = None) -> None:
         **result,
         "command": " ".join([sys.executable, *sys.argv]),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=2, default=float) + "\n")
-    print(json.dumps(out, indent=2, default=float))
+    write_result(out, args.out)
 
 
 if __name__ == "__main__":

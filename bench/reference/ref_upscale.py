@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import json
 import os
 import sys
 import tempfile
@@ -30,7 +29,7 @@ import cv2
 import torch
 from basicsr.archs.rrdbnet_arch import RRDBNet
 from realesrgan.utils import RealESRGANer
-from ref_degrade import RESULTS, SAMPLE_DIR, env_info, stats
+from ref_degrade import SAMPLE_DIR, add_run_args, env_info, stats, write_result
 
 ANCHORS_S = {"untiled": 6.8, "tiled": 8.3}
 MODES = {"untiled": {"tile": 0, "tile_pad": 10, "pre_pad": 10}, "tiled": {"tile": 128, "tile_pad": 10, "pre_pad": 10}}
@@ -63,9 +62,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--size", type=int, default=256, help="side of the square input crop")
     p.add_argument("--modes", nargs="+", choices=tuple(MODES), default=list(MODES))
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--contended", choices=("yes", "no"), default="yes",
-                   help="whether other jobs shared the CPU during the run (recorded in the JSON)")
-    p.add_argument("--out", type=Path, default=RESULTS / "reference_upscale.json")
+    add_run_args(p, "reference_upscale.json")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     env = env_info(args.threads)
@@ -97,9 +94,7 @@ def main(argv: list[str] | None = None) -> None:
         "seconds": results,
         "command": " ".join([sys.executable, *sys.argv]),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=2) + "\n")
-    print(json.dumps(out, indent=2))
+    write_result(out, args.out)
 
 
 if __name__ == "__main__":
