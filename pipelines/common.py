@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
+import cv2
+import numpy as np
+
 from degrade import DegradationConfig
 from degrade.tomlio import apply_overrides, to_dict
 
-__all__ = ["resolve_degradation_config"]
+__all__ = ["resolve_degradation_config", "write_bytes_atomic", "write_image_atomic"]
 
 
 def resolve_degradation_config(path: Path | None = None, *, order: int | None = None, scale: int | None = None,
@@ -21,3 +25,29 @@ def resolve_degradation_config(path: Path | None = None, *, order: int | None = 
     if scale is not None:
         config = replace(config, scale=scale)
     return apply_overrides(DegradationConfig, to_dict(config), overrides) if overrides else config
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write to a temporary file beside ``path`` and move it into place with ``os.replace``.
+
+    Readers see the old file or the whole new one, never a truncated one; on failure the temporary
+    file is removed. The parent folder is created if needed. The temporary name carries the process id
+    (two processes writing the same output do not share it), and plain ``open`` keeps the user's umask
+    for the file mode (``tempfile.mkstemp`` would make every output 0600).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_image_atomic(path: Path, image: np.ndarray, params: Sequence[int] = ()) -> None:
+    """Encode a cv2-layout image (BGR / BGRA / gray) by the path's suffix and write it atomically."""
+    ok, encoded = cv2.imencode(path.suffix, image, list(params))
+    if not ok:
+        raise ValueError(f"OpenCV cannot encode a {image.dtype} {image.shape} image as {path.suffix}")
+    write_bytes_atomic(path, encoded.tobytes())

@@ -12,7 +12,6 @@ its main parameters; ``records.json`` holds the full per-sample records, replaya
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import torch
 
 import degrade
 from degrade import DegradationConfig
+from pipelines.common import write_bytes_atomic
 
 __all__ = ["PreviewConfig", "PreviewResult", "load_rgb", "preview_degradations", "caption_lines"]
 
@@ -142,12 +142,6 @@ def _grid(rows: list[list[np.ndarray]], gap: int = 6) -> np.ndarray:
     return sheet
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def _degrade_one(gt: torch.Tensor, cfg: DegradationConfig, generator: torch.Generator, want_trace: bool):
     params = degrade.sample_params(cfg, 1, generator)
     trace: list[tuple[str, torch.Tensor]] | None = [] if want_trace else None
@@ -193,8 +187,8 @@ def preview_degradations(cfg: PreviewConfig) -> PreviewResult:
                 "config": cfg.degradation.to_dict(), "samples": records}
     cfg.out.mkdir(parents=True, exist_ok=True)
     sheet_path, records_path = cfg.out / "preview.png", cfg.out / "records.json"
-    _write_atomic(records_path, (json.dumps(document, indent=1, sort_keys=True) + "\n").encode())
-    _write_atomic(sheet_path, png.tobytes())
+    write_bytes_atomic(records_path, (json.dumps(document, indent=1, sort_keys=True) + "\n").encode())
+    write_bytes_atomic(sheet_path, png.tobytes())
     return PreviewResult(sheet_path, records_path, len(records))
 
 

@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 import torch
 
+from pipelines.common import write_image_atomic
 from pipelines.metrics import psnr, ssim
 from pipelines.preview import PreviewConfig, bundled_samples, preview_degradations
 from pipelines.train import train
@@ -73,12 +74,7 @@ def _bicubic(lq: np.ndarray, scale: int) -> np.ndarray:
 
 
 def _write_png(path: Path, rgb: np.ndarray) -> None:
-    ok, data = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    if not ok:
-        raise RuntimeError(f"cannot encode {path}")
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data.tobytes())
-    tmp.replace(path)
+    write_image_atomic(path, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
 
 
 def _side_by_side(left: np.ndarray, right: np.ndarray, labels: tuple[str, str]) -> np.ndarray:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from torch import nn
 
 from models.rrdbnet import RRDBNet
 from models.weights import detect_rrdbnet, load_generator_state_dict, load_into
+from pipelines.common import write_image_atomic
 from pipelines.tiling import default_overlap, upscale_tensor
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
@@ -255,22 +255,6 @@ def read_image(path: Path) -> np.ndarray:
     if image is None:
         raise ValueError(f"{path} is not an image OpenCV can decode ({data.size} bytes)")
     return image
-
-
-def write_image_atomic(path: Path, image: np.ndarray) -> None:
-    """Encode by the suffix and move into place with ``os.replace``: never a truncated output file."""
-    ok, encoded = cv2.imencode(path.suffix, image)
-    if not ok:
-        raise ValueError(f"OpenCV cannot encode a {image.dtype} {image.shape} image as {path.suffix}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(encoded.tobytes())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def output_suffix(input_path: Path, ext: str, mode: str, dtype: np.dtype) -> str:

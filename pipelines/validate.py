@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from pipelines.common import write_image_atomic
 from pipelines.metrics import psnr, ssim
 
 __all__ = ["ValidationPair", "read_pairs", "validate", "save_grid"]
@@ -107,10 +108,4 @@ def save_grid(images: list[tuple[np.ndarray, np.ndarray, np.ndarray]], path: Pat
         rows.append(np.hstack([enlarged, output, gt]))
     width = max(r.shape[1] for r in rows)
     rows = [np.pad(r, ((0, 4), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows]
-    ok, data = cv2.imencode(".png", cv2.cvtColor(np.vstack(rows), cv2.COLOR_RGB2BGR))
-    if not ok:
-        raise RuntimeError(f"cannot encode {path}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data.tobytes())
-    tmp.replace(path)
+    write_image_atomic(path, cv2.cvtColor(np.vstack(rows), cv2.COLOR_RGB2BGR))

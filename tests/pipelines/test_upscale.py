@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import os
+import stat
 from pathlib import Path
 
 import cv2
@@ -428,6 +430,15 @@ def test_write_is_atomic(tmp_path, monkeypatch) -> None:
     with pytest.raises(OSError, match="disk full"):
         up.write_image_atomic(target, photo(8, 8))
     assert list((tmp_path / "o").iterdir()) == []  # neither the output nor a temporary file
+
+
+def test_written_files_keep_the_umask_mode(tmp_path) -> None:
+    previous = os.umask(0o022)
+    try:
+        up.write_image_atomic(tmp_path / "x.png", photo(8, 8))
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((tmp_path / "x.png").stat().st_mode) == 0o644  # not mkstemp's 0600
 
 
 def run_cli(*args: str):
