@@ -141,7 +141,7 @@ class TrainStep:
     def state_dict(self) -> dict:
         """What a checkpoint needs to continue this step bit-identically (networks, EMA, optimizers, scaler)."""
         state = {"net_g": self.net_g.state_dict(), "net_g_ema": self.ema.state_dict(),
-                 "optim_g": self.opt_g.state_dict()}
+                 "optim_g": self.opt_g.state_dict(), "precision": self.precision}
         if self.net_d is not None:
             state.update(net_d=self.net_d.state_dict(), optim_d=self.opt_d.state_dict())
         if self.scaler is not None:
@@ -149,6 +149,12 @@ class TrainStep:
         return state
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore; refuses a state trained in another precision (``auto`` can resolve differently per machine)."""
+        saved = state.get("precision", self.precision)
+        if saved != self.precision:
+            raise ConfigError(f"cannot resume: the checkpoint was trained in {saved}, but precision "
+                              f"{self.cfg.precision!r} gives {self.precision} on {self.device.type}; resume with "
+                              f"--set precision='{saved}' to continue it identically")
         self.net_g.load_state_dict(state["net_g"])
         self.ema.load_state_dict(state["net_g_ema"])
         self.opt_g.load_state_dict(state["optim_g"])

@@ -132,9 +132,11 @@ def _perceptual(cfg: TrainConfig, device: torch.device) -> PerceptualLoss | None
     return PerceptualLoss(extractor, layer_weights, cfg.loss.perceptual_weight).to(device)
 
 
-def _check_resume_config(saved: dict, cfg: TrainConfig) -> None:
+def _check_resume_config(saved: dict, cfg: TrainConfig, resolved_precision_saved: bool = False) -> None:
+    """Refuse changed settings; ``precision`` is checked as resolved (TrainStep.load_state_dict) when saved so."""
     now = cfg.to_dict()
-    changed = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k) and k not in RESUMABLE_CHANGES)
+    free = RESUMABLE_CHANGES | ({"precision"} if resolved_precision_saved else set())
+    changed = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k) and k not in free)
     if changed:
         raise ConfigError(f"cannot resume: the config differs from the checkpoint's in {', '.join(changed)}; "
                           f"use the saved {cfg.run_dir}/config.toml or start a new run_dir")
@@ -224,7 +226,7 @@ def _find_checkpoint(run_dir: Path, cfg: TrainConfig, log) -> dict:
     if found is None:
         raise FileNotFoundError(f"--resume: no checkpoint in {run_dir / 'checkpoints'}")
     checkpoint = load_checkpoint(found)
-    _check_resume_config(checkpoint["config"], cfg)
+    _check_resume_config(checkpoint["config"], cfg, resolved_precision_saved="precision" in checkpoint)
     log(f"resuming from {found} (iteration {checkpoint['iter']})")
     return checkpoint
 

@@ -120,6 +120,13 @@ def test_resume_in_bf16_is_bit_identical(tmp_path, shards) -> None:  # noqa: F81
     for name in ("net_g", "net_g_ema"):
         for key, tensor in a[name].items():
             assert torch.equal(tensor, b[name][key]), f"{name}.{key} differs after a bf16 resume"
-    with pytest.raises(ConfigError, match="precision"):  # a run cannot switch precision on resume
-        train(_config("net", shards, tmp_path / "b", "total_iter=4", "precision='fp32'"), device="cpu", resume=True,
+    # A run cannot switch precision on resume, whether asked for directly or through `auto` on another machine.
+    with pytest.raises(ConfigError, match="trained in bf16, but precision 'fp32' gives fp32"):
+        train(_config("net", shards, tmp_path / "b", "total_iter=5", "precision='fp32'"), device="cpu", resume=True,
               log=_quiet)
+    auto = _config("net", shards, tmp_path / "b", "total_iter=5", "precision='auto'")
+    if native_bf16(CPU):  # auto is bf16 here: the same computation, so the run continues
+        assert train(auto, device="cpu", resume=True, log=_quiet).iteration == 5
+    else:
+        with pytest.raises(ConfigError, match="trained in bf16, but precision 'auto' gives fp32 on cpu"):
+            train(auto, device="cpu", resume=True, log=_quiet)
