@@ -134,9 +134,11 @@ def net_fwd_bwd(device: torch.device, precision: str) -> Callable[[], None]:
 def bench(device: torch.device, precisions: list[str], repeats: int) -> dict:
     results = {"machine": describe(device)}
     results["net_fwd_bwd_b2_64"] = alternate({p: net_fwd_bwd(device, p) for p in precisions}, repeats, device)
+    print(f"net_fwd_bwd_b2_64 {results['net_fwd_bwd_b2_64']}", file=sys.stderr, flush=True)  # progress
     for stage in ("net", "gan"):
         steps = {p: make_bench_step(stage, device, p, 2) for p in precisions}
         results[f"{stage}_iteration_b2"] = alternate({p: s.run for p, s in steps.items()}, repeats, device)
+        print(f"{stage}_iteration_b2 {results[f'{stage}_iteration_b2']}", file=sys.stderr, flush=True)
         del steps
     return results
 
