@@ -8,7 +8,7 @@ GAN model recomputes USM after the pool the same way; here both stages do, see R
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 import degrade
 from models.losses import gan_loss, l1_loss
+from pipelines.hardware import autocast
 from pipelines.pool import TrainingPairPool
 
 __all__ = ["TrainingPair", "random_crop_offsets", "make_training_pair", "generator_step", "discriminator_step"]
@@ -61,32 +62,33 @@ def _to_floats(terms: dict[str, Tensor]) -> dict[str, float]:
     return dict(zip(terms, values, strict=True))
 
 
-def _autocast(device: torch.device, enabled: bool) -> AbstractContextManager:
-    return torch.autocast("cuda", dtype=torch.bfloat16) if enabled and device.type == "cuda" else nullcontext()
+def _identity(loss: Tensor) -> Tensor:
+    return loss
 
 
 def generator_step(net_g: nn.Module, optimizer: torch.optim.Optimizer, pair: TrainingPair, *,
                    pixel_weight: float, perceptual: nn.Module | None = None, net_d: nn.Module | None = None,
-                   gan_weight: float = 0.1, bf16: bool = False) -> tuple[dict[str, float], Tensor, Tensor]:
+                   gan_weight: float = 0.1, precision: str = "fp32") -> tuple[dict[str, float], Tensor, Tensor]:
     """Update G: L1 (+ perceptual + GAN in stage gan). Returns logs, the output and the total loss.
 
     ``net_d`` is the unwrapped discriminator with its parameters frozen by the caller (reference §4.2
-    step 1); its gradient flows only into G.
+    step 1); its gradient flows only into G. ``precision`` ("fp32", "bf16", "fp16") is the autocast of the
+    network forwards; the losses are computed on fp32 copies of their outputs.
     """
     optimizer.zero_grad(set_to_none=True)
-    with _autocast(pair.lq.device, bf16):
+    with autocast(pair.lq.device, precision):
         output = net_g(pair.lq)
     output = output.float()
     terms: dict[str, Tensor] = {}
     loss = l1_loss(output, pair.target, pixel_weight)
     terms["l_g_pix"] = loss
     if perceptual is not None:
-        with _autocast(pair.lq.device, bf16):
+        with autocast(pair.lq.device, precision):
             l_percep = perceptual(output, pair.target).float()
         terms["l_g_percep"] = l_percep
         loss = loss + l_percep
     if net_d is not None:
-        with _autocast(pair.lq.device, bf16):
+        with autocast(pair.lq.device, precision):
             l_gan = gan_loss(net_d(output).float(), True, is_disc=False, weight=gan_weight)
         terms["l_g_gan"] = l_gan
         loss = loss + l_gan
@@ -95,19 +97,27 @@ def generator_step(net_g: nn.Module, optimizer: torch.optim.Optimizer, pair: Tra
 
 
 def discriminator_step(net_d: nn.Module, optimizer: torch.optim.Optimizer, real: Tensor, fake: Tensor, *,
-                       bf16: bool = False) -> dict[str, float]:
-    """Update D on real (unsharpened GT) and fake (detached G output), two backward passes (§4.2 steps 3-6)."""
+                       precision: str = "fp32", scaler: torch.amp.GradScaler | None = None) -> dict[str, float]:
+    """Update D on real (unsharpened GT) and fake (detached G output), two backward passes (§4.2 steps 3-6).
+
+    With a ``scaler`` (fp16) both losses are scaled and the step is skipped on overflow; the caller calls
+    ``scaler.update()`` once per iteration.
+    """
+    scale = scaler.scale if scaler is not None else _identity
     optimizer.zero_grad(set_to_none=True)
     no_sync = net_d.no_sync() if hasattr(net_d, "no_sync") else nullcontext()
     with no_sync:  # DDP: reduce gradients once, after both passes
-        with _autocast(real.device, bf16):
+        with autocast(real.device, precision):
             real_logits = net_d(real).float()
         l_real = gan_loss(real_logits, True, is_disc=True)
-        l_real.backward()
-    with _autocast(real.device, bf16):
+        scale(l_real).backward()
+    with autocast(real.device, precision):
         fake_logits = net_d(fake.detach().clone()).float()
     l_fake = gan_loss(fake_logits, False, is_disc=True)
-    l_fake.backward()
-    optimizer.step()
+    scale(l_fake).backward()
+    if scaler is not None:
+        scaler.step(optimizer)
+    else:
+        optimizer.step()
     return _to_floats({"l_d_real": l_real, "out_d_real": real_logits.mean(), "l_d_fake": l_fake,
                        "out_d_fake": fake_logits.mean()})

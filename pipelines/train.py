@@ -15,19 +15,16 @@ continues bit-identically (CPU) from the latest one.
 from __future__ import annotations
 
 import contextlib
-import math
 import signal
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.distributed as torch_dist
-from torch.nn.parallel import DistributedDataParallel
 
 from models.discriminator import UNetDiscriminatorSN
-from models.ema import ModelEMA
 from models.losses import PerceptualLoss
 from models.rrdbnet import RRDBNet
 from models.vgg import VGGFeatureExtractor, resolve_vgg19_weights
@@ -36,7 +33,7 @@ from pipelines.checkpoint import checkpoint_path, latest_checkpoint, load_checkp
 from pipelines.dist import DistInfo, cleanup_distributed, mean_over_ranks, setup_distributed
 from pipelines.metrics import MetricsWriter
 from pipelines.pool import TrainingPairPool
-from pipelines.steps import discriminator_step, generator_step, make_training_pair
+from pipelines.step import TrainingDiverged, TrainStep
 from pipelines.train_config import PERCEPTUAL_LAYERS, ConfigError, TrainConfig
 from pipelines.validate import read_pairs, save_grid, validate
 from shards.read import LoaderConfig, ShardStream
@@ -45,10 +42,6 @@ __all__ = ["train", "TrainResult", "learning_rate", "TrainingDiverged"]
 
 # Keys that may change when resuming (they do not alter what is computed).
 RESUMABLE_CHANGES = {"total_iter", "log_every", "checkpoint_every", "val_every", "val_shards", "val_max_images"}
-
-
-class TrainingDiverged(RuntimeError):
-    """A loss became NaN or infinite; the last checkpoint on disk is the last good state."""
 
 
 @dataclass(frozen=True)
@@ -139,9 +132,11 @@ def _perceptual(cfg: TrainConfig, device: torch.device) -> PerceptualLoss | None
     return PerceptualLoss(extractor, layer_weights, cfg.loss.perceptual_weight).to(device)
 
 
-def _check_resume_config(saved: dict, cfg: TrainConfig) -> None:
+def _check_resume_config(saved: dict, cfg: TrainConfig, resolved_precision_saved: bool = False) -> None:
+    """Refuse changed settings; ``precision`` is checked as resolved (TrainStep.load_state_dict) when saved so."""
     now = cfg.to_dict()
-    changed = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k) and k not in RESUMABLE_CHANGES)
+    free = RESUMABLE_CHANGES | ({"precision"} if resolved_precision_saved else set())
+    changed = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k) and k not in free)
     if changed:
         raise ConfigError(f"cannot resume: the config differs from the checkpoint's in {', '.join(changed)}; "
                           f"use the saved {cfg.run_dir}/config.toml or start a new run_dir")
@@ -175,11 +170,31 @@ def _check_shards(spec: str) -> None:
                                 f"--src ... --out {spec}` or point data.shards at a shard folder")
 
 
+@dataclass
+class _Run:
+    """A built run: what the loop reads and updates (the step holds networks, optimizers, EMA, precision)."""
+
+    cfg: TrainConfig
+    info: DistInfo
+    run_dir: Path
+    stream: ShardStream
+    step: TrainStep
+    rank_gen: torch.Generator  # this rank's degradation and crop randomness
+    pool: TrainingPairPool
+    val_pairs: list
+    metrics: MetricsWriter
+    start: int = 0  # the last finished iteration (0, or the checkpoint's)
+    seen_keys: set[str] = field(default_factory=set)  # for the end-of-run data-split report (bounded)
+
+
 def _train(cfg: TrainConfig, info: DistInfo, resume: bool, stop_at: int | None, log) -> TrainResult:
-    run_dir = Path(cfg.run_dir)
-    dev = info.device
-    on_cuda = dev.type == "cuda"
-    # Everything that can fail is checked before any work: data, weights, VGG, validation set.
+    run = _build_run(cfg, info, resume, log)
+    return _loop(run, stop_at, log)
+
+
+def _build_run(cfg: TrainConfig, info: DistInfo, resume: bool, log) -> _Run:
+    """Check and open everything, build the step, restore a checkpoint: everything that can fail, before work."""
+    run_dir, dev = Path(cfg.run_dir), info.device
     _check_shards(cfg.data.shards)
     stream = ShardStream(LoaderConfig(cfg.data.shards, batch_size=cfg.data.batch_size, patch_size=cfg.data.patch_size,
                                       shuffle_buffer=cfg.data.shuffle_buffer, hflip=cfg.data.hflip, rot=cfg.data.rot,
@@ -189,153 +204,150 @@ def _train(cfg: TrainConfig, info: DistInfo, resume: bool, stop_at: int | None, 
     perceptual = _perceptual(cfg, dev)
     val_pairs = read_pairs(cfg.val_shards, cfg.val_max_images) if cfg.val_shards and info.is_main else []
     net_g, net_d = _build_models(cfg, dev)
-    checkpoint = None
-    if resume:
-        found = latest_checkpoint(run_dir)
-        if found is None:
-            raise FileNotFoundError(f"--resume: no checkpoint in {run_dir / 'checkpoints'}")
-        checkpoint = load_checkpoint(found)
-        _check_resume_config(checkpoint["config"], cfg)
-        log(f"resuming from {found} (iteration {checkpoint['iter']})")
-    else:
+    checkpoint = _find_checkpoint(run_dir, cfg, log) if resume else None
+    if checkpoint is None:
         _init_weights(cfg, net_g, log)
-    net_g.to(dev)
-    ema = ModelEMA(net_g, cfg.ema_decay)
-    if net_d is not None:
-        net_d.to(dev)
-    if on_cuda and cfg.channels_last:
-        for module in (net_g, net_d, ema.module):
-            if module is not None:
-                module.to(memory_format=torch.channels_last)
-    optim = cfg.optim
-    opt_g = torch.optim.Adam(net_g.parameters(), lr=optim.lr_g, betas=optim.betas, weight_decay=optim.weight_decay)
-    opt_d = torch.optim.Adam(net_d.parameters(), lr=optim.lr_d, betas=optim.betas,
-                             weight_decay=optim.weight_decay) if net_d is not None else None
+    step = TrainStep(cfg, net_g, net_d, perceptual, dev, distributed=info.distributed,
+                     agree=lambda flags: _agree(flags, info))
+    log(f"precision {step.precision} (config: {cfg.precision}), channels_last {step.channels_last}, "
+        f"compile {cfg.compile} on {dev}")
     rank_gen = torch.Generator().manual_seed(_seed(cfg.seed, 1, info.rank))  # degradation, crops
     pool = TrainingPairPool(cfg.queue_size, torch.Generator().manual_seed(_seed(cfg.seed, 2, info.rank)))
-    start = 0
-    if checkpoint is not None:
-        net_g.load_state_dict(checkpoint["net_g"])
-        ema.load_state_dict(checkpoint["net_g_ema"])
-        opt_g.load_state_dict(checkpoint["optim_g"])
-        if net_d is not None:
-            net_d.load_state_dict(checkpoint["net_d"])
-            opt_d.load_state_dict(checkpoint["optim_d"])
-        per_rank = checkpoint["ranks"]
-        if len(per_rank) != info.world_size:
-            raise ConfigError(f"the checkpoint was written by {len(per_rank)} processes, this run has "
-                              f"{info.world_size}: resume with the same number of processes")
-        rank_gen.set_state(per_rank[info.rank]["generator"])
-        pool.load_state_dict(per_rank[info.rank]["pool"], dev)
-        stream.load_state_dict(checkpoint["data"])
-        start = int(checkpoint["iter"])
+    start = _restore(checkpoint, step, rank_gen, pool, stream, info) if checkpoint is not None else 0
     if info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.toml").write_text(cfg.to_toml(), encoding="utf-8")
     metrics = MetricsWriter(run_dir / "metrics.jsonl")
-    model_g = torch.compile(net_g) if cfg.compile else net_g
-    model_d = torch.compile(net_d) if cfg.compile and net_d is not None else net_d
-    if info.distributed:
-        model_g = DistributedDataParallel(model_g, device_ids=[dev.index] if on_cuda else None)
-        if model_d is not None:
-            model_d = DistributedDataParallel(model_d, device_ids=[dev.index] if on_cuda else None)
-    bf16 = cfg.bf16 and on_cuda
+    return _Run(cfg, info, run_dir, stream, step, rank_gen, pool, val_pairs, metrics, start)
 
-    def save(iteration: int) -> Path:
-        ranks = _gather({"generator": rank_gen.get_state(), "pool": pool.state_dict()}, info)
-        if not info.is_main:
-            return checkpoint_path(run_dir, iteration)
-        state = {"iter": iteration, "net_g": net_g.state_dict(), "net_g_ema": ema.state_dict(),
-                 "optim_g": opt_g.state_dict(), "data": stream.state_dict(), "ranks": ranks,
-                 "torch_rng": torch.get_rng_state(), "config": cfg.to_dict()}
-        if net_d is not None:
-            state.update(net_d=net_d.state_dict(), optim_d=opt_d.state_dict())
-        path = checkpoint_path(run_dir, iteration)
-        save_atomic(state, path)
-        export_generator(run_dir / "models" / "net_g_latest.pth", net_g, ema.state_dict())
-        if net_d is not None:
-            save_atomic({"params": {k: v.cpu() for k, v in net_d.state_dict().items()}},
-                        run_dir / "models" / "net_d_latest.pth")
-        log(f"saved {path}")
-        return path
 
-    def run_validation(iteration: int) -> None:
-        if not val_pairs:
-            return
-        scores, images = validate(ema.module, val_pairs, cfg.scale, dev)
-        save_grid(images, run_dir / "val" / f"iter_{iteration:08d}.png")
-        metrics.write({"iter": iteration, "val": scores})
-        log(f"validation at {iteration}: PSNR {scores['psnr']:.3f} dB, SSIM {scores['ssim']:.4f}")
+def _find_checkpoint(run_dir: Path, cfg: TrainConfig, log) -> dict:
+    found = latest_checkpoint(run_dir)
+    if found is None:
+        raise FileNotFoundError(f"--resume: no checkpoint in {run_dir / 'checkpoints'}")
+    checkpoint = load_checkpoint(found)
+    _check_resume_config(checkpoint["config"], cfg, resolved_precision_saved="precision" in checkpoint)
+    log(f"resuming from {found} (iteration {checkpoint['iter']})")
+    return checkpoint
 
-    batches = iter(stream)
-    seen_keys: set[str] = set()  # for the end-of-run data-split report (bounded)
-    last_path, window, logs, interrupted = None, [], {}, False
-    wait_s = compute_s = 0.0
+
+def _restore(checkpoint: dict, step: TrainStep, rank_gen: torch.Generator, pool: TrainingPairPool,
+             stream: ShardStream, info: DistInfo) -> int:
+    """Continue where the checkpoint stopped: step state, this rank's RNG and pool, the data position."""
+    step.load_state_dict(checkpoint)
+    per_rank = checkpoint["ranks"]
+    if len(per_rank) != info.world_size:
+        raise ConfigError(f"the checkpoint was written by {len(per_rank)} processes, this run has "
+                          f"{info.world_size}: resume with the same number of processes")
+    rank_gen.set_state(per_rank[info.rank]["generator"])
+    pool.load_state_dict(per_rank[info.rank]["pool"], info.device)
+    stream.load_state_dict(checkpoint["data"])
+    return int(checkpoint["iter"])
+
+
+def _loop(run: _Run, stop_at: int | None, log) -> TrainResult:
+    """Iterations start+1 .. end: step, log, checkpoint, validate, stop on a signal (all ranks together)."""
+    cfg, info = run.cfg, run.info
     end = min(cfg.total_iter, stop_at) if stop_at is not None else cfg.total_iter
-    tick = time.perf_counter()
+    batches, window = iter(run.stream), _Window()
+    last_path, logs, interrupted, it = None, {}, False, run.start
     with _StopFlag() as stop:
-        for it in range(start + 1, end + 1):
-            t0 = time.perf_counter()
-            batch = next(batches)
-            t1 = time.perf_counter()
-            if len(seen_keys) < 100_000:
-                seen_keys.update(batch.keys)
-            lr_g = learning_rate(optim.lr_g, it, optim.milestones, optim.gamma, optim.warmup_iter)
-            for group in opt_g.param_groups:
-                group["lr"] = lr_g
-            pair = make_training_pair(batch.gt.to(dev, non_blocking=True), config=cfg.degradation,
-                                      gt_size=cfg.data.gt_size, sharpen_gt=cfg.loss.sharpen_gt,
-                                      crop_before_degrade=cfg.crop_before_degrade, pool=pool, generator=rank_gen)
-            if on_cuda and cfg.channels_last:
-                pair = type(pair)(*(t.contiguous(memory_format=torch.channels_last) for t in
-                                    (pair.lq, pair.gt, pair.target)))
-            if net_d is not None:
-                net_d.requires_grad_(False)
-            step_logs, output, loss = generator_step(model_g, opt_g, pair, pixel_weight=cfg.loss.pixel_weight,
-                                                     perceptual=perceptual, net_d=net_d, gan_weight=cfg.loss.gan_weight,
-                                                     bf16=bf16)
-            (diverged,) = _agree([not math.isfinite(step_logs["l_g_total"])], info)
-            if diverged:
-                raise TrainingDiverged(f"loss is not finite at iteration {it} ({step_logs}); the last good "
-                                       f"checkpoint is {latest_checkpoint(run_dir)}. Lower the learning rate or "
-                                       f"check the data, then --resume")
-            loss.backward()
-            opt_g.step()
-            if net_d is not None:
-                net_d.requires_grad_(True)
-                lr_d = learning_rate(optim.lr_d, it, optim.milestones, optim.gamma, optim.warmup_iter)
-                for group in opt_d.param_groups:
-                    group["lr"] = lr_d
-                step_logs.update(discriminator_step(model_d, opt_d, pair.gt, output, bf16=bf16))
-            ema.update(net_g)
-            if on_cuda:
-                torch.cuda.synchronize(dev)
-            t2 = time.perf_counter()
-            wait_s += t1 - t0
-            compute_s += t2 - t1
-            window.append(step_logs)
+        for it in range(run.start + 1, end + 1):
+            window.add(*_timed_step(run, batches, it))
             if it % cfg.log_every == 0 or it == end:
-                logs = mean_over_ranks({k: float(np.mean([w[k] for w in window])) for k in window[0]}, info)
-                elapsed = time.perf_counter() - tick
-                rate = len(window) / max(elapsed, 1e-9)
-                share = wait_s / max(wait_s + compute_s, 1e-9)
-                log(_log_line(it, cfg.total_iter, logs, lr_g, rate, share, (cfg.total_iter - it) / max(rate, 1e-9)))
-                if info.is_main:
-                    metrics.write({"iter": it, "lr": lr_g, "it_per_s": rate, "data_wait_share": share,
-                                   "bad_shards": sum(stream.bad_shards.values()),
-                                   "bad_samples": sum(stream.bad_samples.values()), **logs})
-                window, wait_s, compute_s, tick = [], 0.0, 0.0, time.perf_counter()
+                logs = _log_window(run, window, it, log)
             (stop_now,) = _agree([stop.raised], info)
             if it % cfg.checkpoint_every == 0 or it == end or stop_now:
-                last_path = save(it)
+                last_path = _save(run, it, log)
             if it % cfg.val_every == 0 or it == cfg.total_iter:
-                run_validation(it)
+                _run_validation(run, it, log)
             if stop_now:
                 interrupted = True
                 log(f"interrupted at iteration {it}: checkpoint written, continue with --resume")
                 break
-    _report_ranks(net_g, seen_keys, info, log)
-    return TrainResult(it if end > start else start, run_dir, last_path, interrupted, logs)
+    _report_ranks(run.step.net_g, run.seen_keys, info, log)
+    return TrainResult(it, run.run_dir, last_path, interrupted, logs)
+
+
+def _learning_rates(optim, iteration: int) -> tuple[float, float]:
+    return (learning_rate(optim.lr_g, iteration, optim.milestones, optim.gamma, optim.warmup_iter),
+            learning_rate(optim.lr_d, iteration, optim.milestones, optim.gamma, optim.warmup_iter))
+
+
+def _timed_step(run: _Run, batches, it: int) -> tuple[dict, float, float]:
+    """Next batch, then one step: (loss terms, seconds waiting for data, seconds computing)."""
+    t0 = time.perf_counter()
+    batch = next(batches)
+    t1 = time.perf_counter()
+    if len(run.seen_keys) < 100_000:
+        run.seen_keys.update(batch.keys)
+    lr_g, lr_d = _learning_rates(run.cfg.optim, it)
+    try:
+        step_logs = run.step(batch.gt, iteration=it, pool=run.pool, generator=run.rank_gen, lr_g=lr_g, lr_d=lr_d)
+    except TrainingDiverged as error:
+        raise TrainingDiverged(f"{error}; the last good checkpoint is {latest_checkpoint(run.run_dir)}. Lower the "
+                               f"learning rate or check the data, then --resume") from None
+    if run.info.device.type == "cuda":
+        torch.cuda.synchronize(run.info.device)
+    return step_logs, t1 - t0, time.perf_counter() - t1
+
+
+class _Window:
+    """Loss terms and timings since the last log line."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.logs, self.wait_s, self.compute_s, self.tick = [], 0.0, 0.0, time.perf_counter()
+
+    def add(self, logs: dict, wait_s: float, compute_s: float) -> None:
+        self.logs.append(logs)
+        self.wait_s += wait_s
+        self.compute_s += compute_s
+
+
+def _log_window(run: _Run, window: _Window, it: int, log) -> dict:
+    """Average the window over itself and the ranks, print the progress line, append to metrics.jsonl."""
+    cfg, stream = run.cfg, run.stream
+    logs = mean_over_ranks({k: float(np.mean([w[k] for w in window.logs])) for k in window.logs[0]}, run.info)
+    rate = len(window.logs) / max(time.perf_counter() - window.tick, 1e-9)
+    share = window.wait_s / max(window.wait_s + window.compute_s, 1e-9)
+    lr_g, _ = _learning_rates(cfg.optim, it)
+    log(_log_line(it, cfg.total_iter, logs, lr_g, rate, share, (cfg.total_iter - it) / max(rate, 1e-9)))
+    if run.info.is_main:
+        run.metrics.write({"iter": it, "lr": lr_g, "it_per_s": rate, "data_wait_share": share,
+                           "bad_shards": sum(stream.bad_shards.values()),
+                           "bad_samples": sum(stream.bad_samples.values()), **logs})
+    window.reset()
+    return logs
+
+
+def _save(run: _Run, iteration: int, log) -> Path:
+    """Checkpoint (every rank's RNG and pool gathered to rank 0) and the exported latest weights."""
+    step, info, run_dir = run.step, run.info, run.run_dir
+    ranks = _gather({"generator": run.rank_gen.get_state(), "pool": run.pool.state_dict()}, info)
+    path = checkpoint_path(run_dir, iteration)
+    if not info.is_main:
+        return path
+    state = {"iter": iteration, **step.state_dict(), "data": run.stream.state_dict(), "ranks": ranks,
+             "torch_rng": torch.get_rng_state(), "config": run.cfg.to_dict()}
+    save_atomic(state, path)
+    export_generator(run_dir / "models" / "net_g_latest.pth", step.net_g, step.ema.state_dict())
+    if step.net_d is not None:
+        save_atomic({"params": {k: v.cpu() for k, v in step.net_d.state_dict().items()}},
+                    run_dir / "models" / "net_d_latest.pth")
+    log(f"saved {path}")
+    return path
+
+
+def _run_validation(run: _Run, iteration: int, log) -> None:
+    if not run.val_pairs:
+        return
+    scores, images = validate(run.step.ema.module, run.val_pairs, run.cfg.scale, run.info.device)
+    save_grid(images, run.run_dir / "val" / f"iter_{iteration:08d}.png")
+    run.metrics.write({"iter": iteration, "val": scores})
+    log(f"validation at {iteration}: PSNR {scores['psnr']:.3f} dB, SSIM {scores['ssim']:.4f}")
 
 
 def _report_ranks(net_g: torch.nn.Module, seen_keys: set[str], info: DistInfo, log) -> None:

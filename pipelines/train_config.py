@@ -101,8 +101,11 @@ class TrainConfig:
     val_shards: str = ""  # paired shards from `cli.py degrade`; "" disables validation
     val_max_images: int = 16
     compile: bool = False  # torch.compile the generator (and discriminator)
-    channels_last: bool = True  # on CUDA
-    bf16: bool = True  # bf16 autocast on CUDA; CPU always runs fp32
+    channels_last: bool = True  # on CUDA only: measured slower for CPU training (README)
+    # Autocast precision of the networks (the degradation always runs in fp32): "auto" is bf16 where the
+    # device runs it natively (CUDA with bf16, CPUs with AMX or AVX512-BF16), else fp32; fp16 (with a
+    # gradient scaler) needs CUDA. See pipelines.step.resolve_precision.
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     data: DataConfig = field(default_factory=DataConfig)
     network: NetworkConfig = field(default_factory=NetworkConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -186,6 +189,9 @@ def load_train_config(stage: str | None = None, path: Path | None = None,
             raise ConfigError(f"cannot read training config {path}: {error.strerror}") from error
         except tomllib.TOMLDecodeError as error:
             raise ConfigError(f"{path}: invalid TOML: {error}") from error
+    if "bf16" in file_data:
+        raise ConfigError(f"{path}: the key bf16 was replaced by precision: write precision = \"bf16\" "
+                          f"(or \"auto\", \"fp32\", \"fp16\") instead of bf16 = {str(file_data['bf16']).lower()}")
     chosen = stage or file_data.get("stage") or "net"
     if stage and file_data.get("stage") not in (None, stage):
         raise ConfigError(f"{path} is a config for stage {file_data['stage']!r} but --stage {stage} was given")

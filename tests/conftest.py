@@ -23,10 +23,10 @@ settings.load_profile("ci" if os.environ.get("CI") else "dev")
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
-def _devices() -> list[str]:
-    devices = ["cpu"]
-    if torch.cuda.is_available():
-        devices.append("cuda")
+def _devices() -> list:
+    devices: list = ["cpu"]
+    if torch.cuda.is_available():  # marked, so `pytest -m cuda` (bench/gpu_check.sh) selects the CUDA cases
+        devices.append(pytest.param("cuda", marks=pytest.mark.cuda))
     return devices
 
 
@@ -37,8 +37,9 @@ def device(request) -> torch.device:
 
 
 def cuda_or_skip() -> torch.device:
+    """The CUDA device, or a visible skip; tests calling it carry @pytest.mark.cuda (selected by gpu_check.sh)."""
     if not torch.cuda.is_available():
-        pytest.skip("no CUDA device on this machine: the CPU/CUDA agreement check needs one")
+        pytest.skip("no CUDA device on this machine: this check needs one (bench/gpu_check.sh runs it on a GPU)")
     return torch.device("cuda")
 
 

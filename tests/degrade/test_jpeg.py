@@ -177,6 +177,7 @@ def test_device_matches_cpu_result(device: torch.device, sample_batch: torch.Ten
     assert torch.equal(jpeg_compress(sample_batch.to(device), quality.to(device)).cpu(), cpu)
 
 
+@pytest.mark.cuda
 def test_cuda_agrees_with_cpu_bit_exactly() -> None:
     cuda = cuda_or_skip()
     images = torch.cat([photo(p.name, (131, 197)) for p in SAMPLE_FILES])

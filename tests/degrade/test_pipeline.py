@@ -130,6 +130,7 @@ def test_errors_name_the_problem(gt_batch):
         degrade.apply(torch.rand(1, 3, 4, 4), forced_down, DegradationConfig())
 
 
+@pytest.mark.cuda
 def test_cpu_and_cuda_agree_on_everything_but_noise(gt_batch):
     device = cuda_or_skip()
     cfg = DegradationConfig(stages=tuple(StageConfig(**{**s.__dict__, "noise_range": (0.0, 0.0),

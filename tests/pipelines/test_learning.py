@@ -17,6 +17,11 @@ asks for MIN_MARGIN_DB = 0.3, about 40 % of the smallest: training is bit-reprod
 other CPUs or thread counts change the float rounding and with it the trajectory (the spread above);
 a pipeline that learns too little lands below bicubic (the EMA weights after 250 iterations scored
 20.7-21.5 dB on this set).
+
+Precision: the check runs in fp32 everywhere and in bf16 autocast where the CPU runs bf16 natively (AMX or
+AVX512-BF16, as torch reports it); elsewhere torch would only emulate bf16, many times slower, so the bf16
+case is skipped there with that reason. The bf16 margin has not been measured yet (no such CPU was
+available when it was added); it must clear the same MIN_MARGIN_DB.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import torch
 from degrade import DegradationConfig
 from models.rrdbnet import RRDBNet
 from models.weights import load_generator_state_dict, load_into
+from pipelines.hardware import cpu_capabilities, native_bf16
 from pipelines.metrics import psnr
 from pipelines.train import train
 from pipelines.train_config import load_train_config
@@ -68,8 +74,17 @@ def bicubic_psnr(pairs) -> float:
     return float(np.mean(scores))
 
 
+def _precisions():
+    cpu = torch.device("cpu")
+    caps = cpu_capabilities()
+    reason = (f"bf16 learning check needs a CPU with native bf16 (AMX or AVX512-BF16); this one "
+              f"({caps.get('cpu_name', 'unknown')}, {torch.backends.cpu.get_cpu_capability()}) would only emulate it")
+    return ["fp32", pytest.param("bf16", marks=pytest.mark.skipif(not native_bf16(cpu), reason=reason))]
+
+
 @pytest.mark.slow
-def test_small_model_trained_minutes_on_cpu_beats_bicubic_on_held_out_crops(tmp_path) -> None:
+@pytest.mark.parametrize("precision", _precisions())
+def test_small_model_trained_minutes_on_cpu_beats_bicubic_on_held_out_crops(tmp_path, precision) -> None:
     split_photos(tmp_path / "train", tmp_path / "held_out")
     prepare_shards(ShardConfig(src=str(tmp_path / "train"), root=tmp_path, out=tmp_path / "shards",
                                crop=CropConfig(128, 64, 0, 128), multiscale="none", shard_size=200, workers=1))
@@ -85,7 +100,7 @@ def test_small_model_trained_minutes_on_cpu_beats_bicubic_on_held_out_crops(tmp_
         f"val_shards='{tmp_path / 'val'}'", f"val_every={ITERATIONS}", "val_max_images=100",
         "optim.lr_g=5e-4", "optim.milestones=[900,1200]", "optim.gamma=0.3", "ema_decay=0.99",
         # Against the unsharpened GT, as validation scores it; the paper's L1 target is the USM one.
-        "loss.sharpen_gt=false", f"run_dir='{run_dir}'",
+        "loss.sharpen_gt=false", f"run_dir='{run_dir}'", f"precision='{precision}'",
     ])
     train(cfg, device="cpu", log=lambda *_: None)
 
@@ -103,5 +118,5 @@ def test_small_model_trained_minutes_on_cpu_beats_bicubic_on_held_out_crops(tmp_
 
     bicubic = bicubic_psnr(pairs)
     margin = model_psnr - bicubic
-    print(f"learning check: model {model_psnr:.3f} dB, bicubic {bicubic:.3f} dB, margin {margin:.3f} dB")
+    print(f"learning check ({precision}): model {model_psnr:.3f} dB, bicubic {bicubic:.3f} dB, margin {margin:.3f} dB")
     assert margin >= MIN_MARGIN_DB, f"model {model_psnr:.2f} dB vs bicubic {bicubic:.2f} dB: margin {margin:.2f} dB"

@@ -12,7 +12,7 @@ import torch
 from click.testing import CliRunner
 
 from cli import main
-from pipelines import train as train_module
+from pipelines import step as step_module
 from pipelines.checkpoint import latest_checkpoint, load_checkpoint
 from pipelines.train import TrainingDiverged, learning_rate, train
 from pipelines.train_config import ConfigError, load_train_config
@@ -138,7 +138,7 @@ def test_sigterm_writes_a_checkpoint_before_exiting(tmp_path, shards):
 
 
 def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(tmp_path, shards, monkeypatch):
-    real_step = train_module.generator_step
+    real_step = step_module.generator_step
     calls = {"n": 0}
 
     def poisoned(*args, **kwargs):
@@ -148,7 +148,7 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(
             logs["l_g_total"] = float("nan")
         return logs, output, loss
 
-    monkeypatch.setattr(train_module, "generator_step", poisoned)
+    monkeypatch.setattr(step_module, "generator_step", poisoned)
     with pytest.raises(TrainingDiverged, match="not finite at iteration 3"):
         train(_config("net", shards, tmp_path / "run", "total_iter=5", "checkpoint_every=2"), device="cpu", log=_quiet)
     assert load_checkpoint(latest_checkpoint(tmp_path / "run"))["iter"] == 2
