@@ -45,11 +45,18 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class NetworkConfig:
-    """RRDBNet generator and U-Net discriminator sizes (the paper's, reference §3)."""
+    """Generator (RRDBNet or SRVGGNetCompact) and U-Net discriminator sizes (the paper's, reference §3).
 
+    ``arch = "compact"`` builds SRVGGNetCompact(num_feat, num_conv, act_type) as realesr-general-x4v3
+    (num_feat 64, num_conv 32, prelu) / animevideov3 (num_conv 16); num_block / num_grow_ch are RRDBNet-only.
+    """
+
+    arch: Literal["rrdbnet", "compact"] = "rrdbnet"
     num_feat: int = 64
     num_block: int = 23
     num_grow_ch: int = 32
+    num_conv: int = 32  # compact only
+    act_type: Literal["prelu", "leakyrelu", "relu"] = "prelu"  # compact only
     disc_num_feat: int = 64
     disc_skip_connection: bool = True
 
@@ -127,9 +134,25 @@ def _fail(message: str) -> None:
     raise ConfigError(message)
 
 
+def _validate_network(cfg: TrainConfig) -> None:
+    net = cfg.network
+    if net.arch not in ("rrdbnet", "compact"):
+        _fail(f'network.arch must be "rrdbnet" or "compact", got {net.arch!r}')
+    if net.act_type not in ("prelu", "leakyrelu", "relu") or net.num_conv < 0:
+        _fail(f"network.act_type must be prelu, leakyrelu or relu and network.num_conv >= 0 "
+              f"(got {net.act_type!r}, {net.num_conv})")
+    if cfg.scale == 3:
+        # SRVGGNetCompact runs at x3 (pixel shuffle 3; upscale / export accept it), but the degradation
+        # model (degrade.config.SUPPORTED_SCALES) is defined for 1, 2 and 4 only, as the reference's.
+        _fail("scale 3 cannot be trained: the degradation pipeline supports scales 1, 2 and 4 only "
+              "(degrade.config.SUPPORTED_SCALES). Train x4 and resize, or use the released x3 model "
+              "realesr-animevideov3-x3")
+
+
 def validate(cfg: TrainConfig) -> None:
     """Cross-field checks of the footguns users hit (reference issues on scale, gt_size, pool, iterations)."""
     data = cfg.data
+    _validate_network(cfg)
     if cfg.scale not in (1, 2, 4):
         _fail(f"scale must be 1, 2 or 4 (RRDBNet uses pixel-unshuffle for 2 and 1), got {cfg.scale}")
     if cfg.degradation.scale != cfg.scale:
