@@ -11,6 +11,7 @@ Every file is read with ``torch.load(..., weights_only=True)``: no arbitrary unp
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import tempfile
@@ -49,6 +50,23 @@ def load_state_dict_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise ValueError(f"{path}: expected a dict (state dict or checkpoint wrapper), got {type(obj).__name__}")
     return obj
+
+
+def load_safetensors_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A ``.safetensors`` file as ``{"params": state dict, "arch": metadata}`` (no pickle involved)."""
+    try:
+        from safetensors import safe_open
+    except ModuleNotFoundError as err:
+        raise ModuleNotFoundError(f"{path}: reading .safetensors needs the safetensors package: "
+                                  "pip install -e \".[onnx]\"") from err
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            state = {k: handle.get_tensor(k) for k in handle.keys()}  # noqa: SIM118 (safe_open is not a dict)
+            meta = handle.metadata() or {}
+        arch = json.loads(meta.get(ARCH_KEY, "null")) or {}
+    except Exception as err:  # header / JSON errors come in several types; all mean "not a valid file"
+        raise ValueError(f"{path}: cannot be read as a .safetensors weights file: {err}") from err
+    return {"params": state, ARCH_KEY: arch}
 
 
 def _strip_prefixes(key: str) -> str:
@@ -316,7 +334,8 @@ def resolve_weights(spec: str | os.PathLike[str], prefer: tuple[str, ...] = ("pa
         origin = f"builtin {source.name} ({WEIGHTS_PACKAGE})" if source.kind == "builtin" else f"ncnn {source.path}"
         return ResolvedWeights(converted.state, converted.spec, origin, converted.out_scale)
     assert source.path is not None
-    raw = load_state_dict_file(source.path)
+    raw = load_safetensors_file(source.path) if source.path.suffix == ".safetensors" else \
+        load_state_dict_file(source.path)
     state_dict, key = unwrap_state_dict(raw, prefer)
     try:
         detected = detect_generator({ARCH_KEY: _arch_entry(raw), "params": state_dict}, act_type)
