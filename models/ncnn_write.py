@@ -98,7 +98,7 @@ def _rrdbnet(g: _Graph, net: RRDBNet, fp16: bool, final: str) -> None:
                 feats.append(y)
             x = g.add("Eltwise", [y, feats[0]], residual)
         x = g.add("Eltwise", [x, block_in], residual)
-    x = g.add("BinaryOp", [first, g.conv(net.conv_body, x, fp16)], "0=0")
+    x = g.add("BinaryOp", [first, g.conv(net.conv_body, x, fp16)])  # add (0=0, the default, unwritten)
     up = f"0=1 1={_float(2.0)} 2={_float(2.0)}"
     x = g.conv(net.conv_up1, g.add("Interp", [x], up), fp16, lrelu)
     x = g.conv(net.conv_up2, g.add("Interp", [x], up), fp16, lrelu)
@@ -123,7 +123,7 @@ def _compact(g: _Graph, net: SRVGGNetCompact, fp16: bool, final: str) -> None:
     if spec.scale > 1:
         x = g.add("PixelShuffle", [x], f"0={spec.scale}")
         base = g.add("Interp", [data], f"0=1 1={_float(spec.scale)} 2={_float(spec.scale)}")
-    g.add("BinaryOp", [x, base], "0=0", output=final)
+    g.add("BinaryOp", [x, base], output=final)
 
 
 def ncnn_files(model: nn.Module, fp16: bool = True) -> tuple[str, bytes]:
