@@ -135,12 +135,9 @@ def _fail(message: str) -> None:
 
 
 def _validate_network(cfg: TrainConfig) -> None:
-    net = cfg.network
-    if net.arch not in ("rrdbnet", "compact"):
-        _fail(f'network.arch must be "rrdbnet" or "compact", got {net.arch!r}')
-    if net.act_type not in ("prelu", "leakyrelu", "relu") or net.num_conv < 0:
-        _fail(f"network.act_type must be prelu, leakyrelu or relu and network.num_conv >= 0 "
-              f"(got {net.act_type!r}, {net.num_conv})")
+    # arch / act_type values are checked by their Literal types when the config is read.
+    if cfg.network.num_conv < 0:
+        _fail(f"network.num_conv must be >= 0, got {cfg.network.num_conv}")
     if cfg.scale == 3:
         # SRVGGNetCompact runs at x3 (pixel shuffle 3; upscale / export accept it), but the degradation
         # model (degrade.config.SUPPORTED_SCALES) is defined for 1, 2 and 4 only, as the reference's.
