@@ -139,6 +139,18 @@ def test_onnx_released_animevideov3_on_photos(tmp_path: Path) -> None:
             assert np.abs(run_onnxruntime(path, x.numpy()) - torch_out(model, x)).max() <= tol
 
 
+@pytest.mark.parametrize("key", ["rrdb-x2", "compact-x4"])
+def test_openvino_runs_the_onnx_export(tmp_path: Path, key: str) -> None:
+    """The README's OpenVINO snippet: the dynamic-shape ONNX file compiled for the CPU plugin."""
+    ov = needs("openvino", "openvino")
+    net = NETS[key]().eval()
+    path = export_onnx(net, tmp_path / "m.onnx")
+    compiled = ov.Core().compile_model(str(path), "CPU")
+    for size in ((16, 20), (24, 36)):
+        x = photo(*size)
+        assert np.abs(compiled(x.numpy())[0] - torch_out(net, x)).max() <= 1e-4
+
+
 # ---------------------------------------------------------------- ncnn
 
 
