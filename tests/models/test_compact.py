@@ -169,3 +169,35 @@ def test_builtin_animevideov3_matches_ncnn_runtime(scale: int) -> None:
     assert got.shape == expected.shape == (3, 40 * scale, 48 * scale)
     # Measured max |diff| 1.2e-6 (x2, x4) / 5.8e-6 (x3): summation order only.
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-4)
+
+
+# ---------------------------------------------------------------- ncnn reader: malformed compact graphs
+
+
+def test_ncnn_compact_reader_rejects_malformed_files(tmp_path: Path) -> None:
+    from models.ncnn_compact import load_ncnn_model
+    from models.ncnn_write import ncnn_files
+
+    net = small(4)
+    text, data = ncnn_files(net, fp16=True)
+    (tmp_path / "m.param").write_text(text)
+    (tmp_path / "m.bin").write_bytes(data)
+    back = load_ncnn_model(tmp_path / "m.param")
+    expected = {k: v.half().float() if v.ndim == 4 else v for k, v in net.state_dict().items()}  # fp16 storage
+    assert back.spec == net.spec and list(back.state) == list(expected)
+    assert all(torch.equal(back.state[k], v) for k, v in expected.items())
+
+    def fails(param: str, binary: bytes, match: str) -> None:
+        (tmp_path / "bad.param").write_text(param)
+        (tmp_path / "bad.bin").write_bytes(binary)
+        with pytest.raises(ValueError, match=match):
+            load_ncnn_model(tmp_path / "bad.param")
+
+    fails(text, data + b"\0" * 4, f"has {len(data) + 4} bytes but the graph's weights use {len(data)}")
+    fails(text, data[:-4], "truncated")
+    fails(text.replace("PixelShuffle", "Sigmoid     ", 1), data, r"layer types \['Sigmoid'\]")
+    fails(text.replace(" 0=4\n", " 0=3\n", 1), data, "expected one PixelShuffle 0=4")
+    lines = text.splitlines()
+    prelu = next(i for i, line in enumerate(lines) if line.startswith("PReLU"))
+    fails("\n".join(lines[:prelu] + [lines[prelu].replace("PReLU   ", "ReLU    ").replace(" 0=6", "")]
+                    + lines[prelu + 1 :]) + "\n", data, "3 hidden convolutions but 2 PReLU / 1 ReLU")
