@@ -129,9 +129,11 @@ def test_onnx_static_shape(tmp_path: Path) -> None:
 
 
 @needs_package
-def test_onnx_released_animevideov3_on_photos(tmp_path: Path) -> None:
+@pytest.mark.parametrize("scale", [4, 3])
+def test_onnx_released_animevideov3_on_photos(tmp_path: Path, scale: int) -> None:
+    """The released weights; x3 = the x4 network + the bicubic output resize, kept dynamic in the graph."""
     needs("onnxruntime", "onnx")
-    model, _ = load_generator("realesr-animevideov3-x4")
+    model, _ = load_generator(f"realesr-animevideov3-x{scale}")
     for fp16, tol in ((False, 1e-4), (True, 5e-3)):
         path = export_onnx(model, tmp_path / f"av3-{fp16}.onnx", fp16=fp16)
         for size in ((24, 32), (40, 28)):
