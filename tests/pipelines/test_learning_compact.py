@@ -4,7 +4,16 @@ Same data, split and held-out crops as ``test_learning`` (its helpers are reused
 ``network.arch = "compact"``. The exported weights are loaded back through the architecture detection
 (``models.weights.load_generator``) and must reproduce the training's own validation score.
 
-Margin: see MIN_MARGIN_DB below for the measured values and the justification of the asserted fraction.
+Margin: measured on the shared 2-core CPU (torch 2.13.0, OMP_NUM_THREADS=1; the run continued past 500
+iterations with the same trajectory), EMA weights after 500 iterations, PSNR as BasicSR computes it on the
+15 held-out crops: model 23.70 dB, bicubic 23.12 dB, +0.58 dB. The compact net adds its output to the
+nearest-upsampled input, so an untrained-residual model starts near nearest-neighbour upsampling, 22.87 dB
+on this set, 0.25 dB *below* bicubic: beating bicubic needs learning. The assertion asks for
+MIN_MARGIN_DB = 0.25, about 40 % of the measured margin, as test_learning does (other CPUs and thread counts
+change the float rounding and with it the trajectory; the RRDBNet check measured a spread of 0.06 dB over
+seeds and thread counts). 500 iterations (constant Adam 5e-4, EMA 0.99) are a third of test_learning's 1,500
+with a cheaper network, so well under its 2.5 minutes on 2 idle cores (not timed idle: the measurement run
+shared the machine at load 20-28 and took 25 minutes).
 """
 
 from __future__ import annotations
@@ -25,8 +34,8 @@ from shards.pairs import PairConfig, make_pairs
 from shards.prepare import ShardConfig, prepare_shards
 from tests.pipelines.test_learning import bicubic_psnr, split_photos
 
-ITERATIONS = 1500
-MIN_MARGIN_DB = 0.3
+ITERATIONS = 500
+MIN_MARGIN_DB = 0.25
 NETWORK = ["network.arch='compact'", "network.num_feat=32", "network.num_conv=6"]
 
 
@@ -44,8 +53,8 @@ def test_compact_model_trained_minutes_on_cpu_beats_bicubic_on_held_out_crops(tm
         f"data.shards='{tmp_path / 'shards'}'", "data.batch_size=4", "data.patch_size=128", "data.gt_size=64",
         "data.num_workers=0", "data.shuffle_buffer=64", *NETWORK, "queue_size=0",
         f"total_iter={ITERATIONS}", "log_every=250", f"checkpoint_every={ITERATIONS}",
-        f"val_shards='{tmp_path / 'val'}'", f"val_every={ITERATIONS // 3}", "val_max_images=100",
-        "optim.lr_g=5e-4", "optim.milestones=[900,1200]", "optim.gamma=0.3", "ema_decay=0.99",
+        f"val_shards='{tmp_path / 'val'}'", f"val_every={ITERATIONS}", "val_max_images=100",
+        "optim.lr_g=5e-4", "optim.milestones=[]", "ema_decay=0.99",
         "loss.sharpen_gt=false", f"run_dir='{run_dir}'",
     ])
     train(cfg, device="cpu", log=lambda *_: None)
