@@ -141,9 +141,9 @@ def _validate_network(cfg: TrainConfig) -> None:
     if cfg.scale == 3:
         # SRVGGNetCompact runs at x3 (pixel shuffle 3; upscale / export accept it), but the degradation
         # model (degrade.config.SUPPORTED_SCALES) is defined for 1, 2 and 4 only, as the reference's.
-        _fail("scale 3 cannot be trained: the degradation pipeline supports scales 1, 2 and 4 only "
-              "(degrade.config.SUPPORTED_SCALES). Train x4 and resize, or use the released x3 model "
-              "realesr-animevideov3-x3")
+        _fail("scale must be 1, 2 or 4 for training, got 3: the compact network runs at x3 (upscale / export "
+              "accept it), but the degradation pipeline supports scales 1, 2 and 4 only "
+              "(degrade.config.SUPPORTED_SCALES). Train x4 and resize, or use the released realesr-animevideov3-x3")
 
 
 def validate(cfg: TrainConfig) -> None:

@@ -47,7 +47,8 @@ def test_shipped_compact_configs(name: str, stage: str, spec: CompactSpec) -> No
 
 
 def test_compact_config_validation() -> None:
-    with pytest.raises(ConfigError, match="scale 3 cannot be trained: the degradation pipeline supports scales 1, 2"):
+    with pytest.raises(ConfigError, match="scale must be 1, 2 or 4 for training, got 3: the compact network runs "
+                                          "at x3.*the degradation pipeline supports scales 1, 2 and 4 only"):
         load_train_config("net", None, ["network.arch='compact'", "scale=3"])
     with pytest.raises(ConfigError, match=r"scale must be one of \(1, 2, 4\), got 3"):  # degrade.DegradationConfig
         load_train_config("net", None, ["network.arch='compact'", "scale=3", "degradation.scale=3"])
