@@ -226,5 +226,40 @@ def upscale(inputs, out, weights, suffix, ext, outscale, tile, tile_overlap, til
         sys.exit(1)
 
 
+# ---- export (issue 12) ----
+def _parse_hw(ctx, param, value):
+    if value is None:
+        return None
+    try:
+        height, width = (int(v) for v in value.lower().split("x"))
+    except ValueError as err:
+        raise click.BadParameter(f"expected HxW such as 256x256, got {value!r}") from err
+    return height, width
+
+
+@main.command()
+@click.option("--weights", required=True, help="What upscale accepts: .pth / .safetensors, ncnn .param, builtin name.")
+@click.option("--to", "to", type=click.Choice(["onnx", "ncnn", "pth", "safetensors"]), required=True)
+@click.option("--out", type=click.Path(path_type=Path), required=True,
+              help="Output file (onnx, pth, safetensors) or folder (ncnn).")
+@click.option("--name", default="", help="ncnn: file stem, writes OUT/NAME.param and OUT/NAME.bin.")
+@click.option("--fp16", is_flag=True, help="ONNX: float16 weights (float32 compute and I/O).")
+@click.option("--static", callback=_parse_hw, metavar="HxW", help="ONNX: fixed input size instead of dynamic H/W.")
+@click.option("--opset", default=17, show_default=True, help="ONNX opset.")
+@click.option("--no-check", is_flag=True, help="Skip the check inference of the written file.")
+@click.option("--force", is_flag=True, help="Replace existing output files.")
+def export(weights, to, out, name, fp16, static, opset, no_check, force):
+    """Export a generator to ONNX, ncnn (.param/.bin), .pth or .safetensors (see README)."""
+    from pipelines.export import ExportConfig, export_model
+
+    try:
+        report = export_model(ExportConfig(weights, to, out, name, fp16, static, opset, not no_check, force))
+    except (ValueError, FileNotFoundError, FileExistsError, ModuleNotFoundError, OSError) as error:
+        raise click.ClickException(str(error)) from error
+    for line in report.lines():
+        click.echo(line)
+# ---- end export ----
+
+
 if __name__ == "__main__":
     sys.exit(main())

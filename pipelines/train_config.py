@@ -45,11 +45,18 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class NetworkConfig:
-    """RRDBNet generator and U-Net discriminator sizes (the paper's, reference §3)."""
+    """Generator (RRDBNet or SRVGGNetCompact) and U-Net discriminator sizes (the paper's, reference §3).
 
+    ``arch = "compact"`` builds SRVGGNetCompact(num_feat, num_conv, act_type) as realesr-general-x4v3
+    (num_feat 64, num_conv 32, prelu) / animevideov3 (num_conv 16); num_block / num_grow_ch are RRDBNet-only.
+    """
+
+    arch: Literal["rrdbnet", "compact"] = "rrdbnet"
     num_feat: int = 64
     num_block: int = 23
     num_grow_ch: int = 32
+    num_conv: int = 32  # compact only
+    act_type: Literal["prelu", "leakyrelu", "relu"] = "prelu"  # compact only
     disc_num_feat: int = 64
     disc_skip_connection: bool = True
 
@@ -130,9 +137,22 @@ def _fail(message: str) -> None:
     raise ConfigError(message)
 
 
+def _validate_network(cfg: TrainConfig) -> None:
+    # arch / act_type values are checked by their Literal types when the config is read.
+    if cfg.network.num_conv < 0:
+        _fail(f"network.num_conv must be >= 0, got {cfg.network.num_conv}")
+    if cfg.scale == 3:
+        # SRVGGNetCompact runs at x3 (pixel shuffle 3; upscale / export accept it), but the degradation
+        # model (degrade.config.SUPPORTED_SCALES) is defined for 1, 2 and 4 only, as the reference's.
+        _fail("scale must be 1, 2 or 4 for training, got 3: the compact network runs at x3 (upscale / export "
+              "accept it), but the degradation pipeline supports scales 1, 2 and 4 only "
+              "(degrade.config.SUPPORTED_SCALES). Train x4 and resize, or use the released realesr-animevideov3-x3")
+
+
 def validate(cfg: TrainConfig) -> None:
     """Cross-field checks of the footguns users hit (reference issues on scale, gt_size, pool, iterations)."""
     data = cfg.data
+    _validate_network(cfg)
     if cfg.scale not in (1, 2, 4):
         _fail(f"scale must be 1, 2 or 4 (RRDBNet uses pixel-unshuffle for 2 and 1), got {cfg.scale}")
     if cfg.degradation.scale != cfg.scale:

