@@ -38,13 +38,15 @@ from pipelines.metrics import MetricsWriter
 from pipelines.pool import TrainingPairPool
 from pipelines.steps import discriminator_step, generator_step, make_training_pair
 from pipelines.train_config import PERCEPTUAL_LAYERS, ConfigError, TrainConfig
-from pipelines.validate import read_pairs, save_grid, validate
+from pipelines.val_quality import ValidationTracker
+from pipelines.validate import read_pairs
 from shards.read import LoaderConfig, ShardStream
 
 __all__ = ["train", "TrainResult", "learning_rate", "TrainingDiverged"]
 
 # Keys that may change when resuming (they do not alter what is computed).
-RESUMABLE_CHANGES = {"total_iter", "log_every", "checkpoint_every", "val_every", "val_shards", "val_max_images"}
+RESUMABLE_CHANGES = {"total_iter", "log_every", "checkpoint_every", "val_every", "val_shards", "val_max_images",
+                     "val_select", "val_lq"}
 
 
 class TrainingDiverged(RuntimeError):
@@ -233,6 +235,8 @@ def _train(cfg: TrainConfig, info: DistInfo, resume: bool, stop_at: int | None, 
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.toml").write_text(cfg.to_toml(), encoding="utf-8")
     metrics = MetricsWriter(run_dir / "metrics.jsonl")
+    tracker = ValidationTracker(run_dir, cfg.val_select, metrics, log, cfg.val_lq, cfg.val_max_images) \
+        if info.is_main else None
     model_g = torch.compile(net_g) if cfg.compile else net_g
     model_d = torch.compile(net_d) if cfg.compile and net_d is not None else net_d
     if info.distributed:
@@ -260,12 +264,8 @@ def _train(cfg: TrainConfig, info: DistInfo, resume: bool, stop_at: int | None, 
         return path
 
     def run_validation(iteration: int) -> None:
-        if not val_pairs:
-            return
-        scores, images = validate(ema.module, val_pairs, cfg.scale, dev)
-        save_grid(images, run_dir / "val" / f"iter_{iteration:08d}.png")
-        metrics.write({"iter": iteration, "val": scores})
-        log(f"validation at {iteration}: PSNR {scores['psnr']:.3f} dB, SSIM {scores['ssim']:.4f}")
+        if tracker is not None and (val_pairs or tracker.enabled):  # NIQE, best checkpoint, curves: val_quality
+            tracker.run(iteration, ema.module, net_g, val_pairs, cfg.scale, dev)
 
     batches = iter(stream)
     seen_keys: set[str] = set()  # for the end-of-run data-split report (bounded)
@@ -324,6 +324,7 @@ def _train(cfg: TrainConfig, info: DistInfo, resume: bool, stop_at: int | None, 
                     metrics.write({"iter": it, "lr": lr_g, "it_per_s": rate, "data_wait_share": share,
                                    "bad_shards": sum(stream.bad_shards.values()),
                                    "bad_samples": sum(stream.bad_samples.values()), **logs})
+                    tracker.log_training(it, {"lr": lr_g, "it_per_s": rate, **logs})  # TensorBoard, if installed
                 window, wait_s, compute_s, tick = [], 0.0, 0.0, time.perf_counter()
             (stop_now,) = _agree([stop.raised], info)
             if it % cfg.checkpoint_every == 0 or it == end or stop_now:
