@@ -218,6 +218,8 @@ def evaluate(config: EvaluateConfig, stream: TextIO | None = None) -> EvaluateSu
     if not jobs:
         raise ValueError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) in {', '.join(map(str, config.lq))}")
     states = {name: TileState(config.tile, default_overlap(model, config.tile)) for name, model in models.items()}
+    for name, state in states.items():
+        method_info[name]["tile_overlap"] = state.overlap
     sets = {name: {"path": str(folder), "gt": str(gts[i]) if gts[i] else None, "images": {}}
             for i, (name, folder) in enumerate(zip(set_names, config.lq, strict=True))}
     gt_index = [_gt_index(g) for g in gts]
@@ -268,6 +270,8 @@ def evaluate(config: EvaluateConfig, stream: TextIO | None = None) -> EvaluateSu
     for data in sets.values():
         data["mean"] = _means(data["images"], methods)
     settings = {"scale": scale, "tile": config.tile, "device": str(device), "crop_border": scale,
+                "lq": [str(p) for p in config.lq], "gt": [str(p) for p in config.gt],
+                "comparison_images": config.comparison_images, "comparison_crop": config.crop,
                 "psnr_ssim": "Y channel of MATLAB YCbCr, 8-bit, crop_border = scale (BasicSR)",
                 "niqe": "pipelines.quality.niqe (BasicSR 1.4.2 calculate_niqe, Y channel, crop_border 0)",
                 "torch": torch.__version__}

@@ -110,7 +110,10 @@ def plot_curves(records: list[dict], path: Path, best: dict | None) -> None:
             ax.axvline(best["iter"], color="tab:red", ls="--", lw=1)
         ax.set_title(title, fontsize=9, loc="left")
         ax.grid(alpha=0.3)
-        if ax.lines and (len(keys) > 1 or title == "NIQE (lower is better)"):
+        if not ax.lines:
+            why = "no values (NIQE needs outputs of at least 192x96 px)" if title.startswith("NIQE") else "no values"
+            ax.text(0.5, 0.5, why, transform=ax.transAxes, ha="center", va="center", color="gray", fontsize=8)
+        elif len(keys) > 1 or title.startswith("NIQE"):
             ax.legend(fontsize=7)
     if best is not None:
         axes[0].text(best["iter"], 1.02, f"best {best['metric']} {best['value']:.4g} @ {best['iter']}",
