@@ -86,7 +86,8 @@ def comparison_sheet(rows_by_set: dict[str, list[dict]], methods: list[str], cel
                 big = cv2.resize(crop, (crop.shape[1] * zoom, crop.shape[0] * zoom), interpolation=cv2.INTER_NEAREST)
                 canvas = np.full((cell, cell, 3), 255, np.uint8)
                 canvas[:min(cell, big.shape[0]), :min(cell, big.shape[1])] = big[:cell, :cell]
-                caption = [_label(column if column != "input (nearest)" else f"{row['name']}: input", cell),
+                name = row["name"] if len(row["name"]) <= 30 else "..." + row["name"][-27:]
+                caption = [_label(column if column != "input (nearest)" else name, cell),
                            _label(row["labels"][column] or f"(nearest x{zoom})", cell)]
                 tiles += [np.vstack([canvas, *caption]), np.full((cell + 44, gap, 3), 255, np.uint8)]
             blocks += [np.hstack(tiles), np.full((gap, width, 3), 255, np.uint8)]
