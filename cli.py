@@ -261,5 +261,41 @@ def export(weights, to, out, name, fp16, static, opset, no_check, force):
 # ---- end export ----
 
 
+# ---------------------------------------------------------------- evaluate (issue 9)
+@main.command()
+@click.option("--lq", "lq", multiple=True, required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="A folder of LR images: one test set (a column). Repeatable.")
+@click.option("--gt", "gt", multiple=True, type=click.Path(file_okay=False, path_type=Path),
+              help="GT folder (files matched by name): one for all sets or one per --lq. Adds PSNR/SSIM (Y).")
+@click.option("--model", "models", multiple=True, metavar="NAME=WEIGHTS",
+              help="A method (a row): any weights upscale accepts, e.g. x4plus=realesrgan-x4plus. Repeatable.")
+@click.option("--bicubic", is_flag=True, help="Add MATLAB bicubic as a method.")
+@click.option("--scale", default=4, show_default=True, help="Bicubic scale when no --model is given.")
+@click.option("-t", "--tile", default=512, show_default=True, help="Tile size in input pixels (0: whole image).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--comparison-images", default=3, show_default=True, help="Images per set on comparison.png.")
+@click.option("--crop", default=128, show_default=True, help="Comparison crop side in output pixels.")
+@click.option("-o", "--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Report folder.")
+@click.option("--overwrite", is_flag=True, help="Replace an earlier report in --out.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+def evaluate(lq, gt, models, bicubic, scale, tile, device, comparison_images, crop, out, overwrite, quiet):
+    """NIQE (and PSNR/SSIM with --gt) of models and bicubic on LR photo folders; exit code 1 if any was skipped."""
+    from pipelines.evaluate import EvaluateConfig, parse_model_spec
+    from pipelines.evaluate import evaluate as run_evaluate
+
+    try:
+        config = EvaluateConfig(tuple(lq), out, tuple(parse_model_spec(m) for m in models), bicubic, tuple(gt),
+                                scale=scale, tile=tile, device=device, comparison_images=comparison_images,
+                                crop=crop, overwrite=overwrite, progress=not quiet)
+        summary = run_evaluate(config)
+    except (ValueError, FileNotFoundError, FileExistsError, ModuleNotFoundError) as error:
+        raise click.ClickException(str(error)) from error
+    click.echo(summary.table)
+    click.echo(f"report in {summary.out}/ (results.json, results.csv, table.md, comparison.png); "
+               f"{len(summary.skipped)} image(s) skipped, {summary.seconds:.1f} s")
+    if summary.skipped:
+        sys.exit(1)
+
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -36,13 +36,15 @@ from pipelines.metrics import MetricsWriter
 from pipelines.pool import TrainingPairPool
 from pipelines.step import TrainingDiverged, TrainStep
 from pipelines.train_config import PERCEPTUAL_LAYERS, ConfigError, TrainConfig
-from pipelines.validate import read_pairs, save_grid, validate
+from pipelines.val_quality import ValidationTracker
+from pipelines.validate import read_pairs
 from shards.read import LoaderConfig, ShardStream
 
 __all__ = ["train", "TrainResult", "learning_rate", "TrainingDiverged"]
 
 # Keys that may change when resuming (they do not alter what is computed).
-RESUMABLE_CHANGES = {"total_iter", "log_every", "checkpoint_every", "val_every", "val_shards", "val_max_images"}
+RESUMABLE_CHANGES = {"total_iter", "log_every", "checkpoint_every", "val_every", "val_shards", "val_max_images",
+                     "val_select", "val_lq"}
 
 
 @dataclass(frozen=True)
@@ -189,6 +191,7 @@ class _Run:
     metrics: MetricsWriter
     start: int = 0  # the last finished iteration (0, or the checkpoint's)
     seen_keys: set[str] = field(default_factory=set)  # for the end-of-run data-split report (bounded)
+    tracker: ValidationTracker | None = None  # NIQE, best checkpoint, curves, TensorBoard (rank 0 only)
 
 
 def _train(cfg: TrainConfig, info: DistInfo, resume: bool, stop_at: int | None, log) -> TrainResult:
@@ -222,7 +225,9 @@ def _build_run(cfg: TrainConfig, info: DistInfo, resume: bool, log) -> _Run:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.toml").write_text(cfg.to_toml(), encoding="utf-8")
     metrics = MetricsWriter(run_dir / "metrics.jsonl")
-    return _Run(cfg, info, run_dir, stream, step, rank_gen, pool, val_pairs, metrics, start)
+    tracker = ValidationTracker(run_dir, cfg.val_select, metrics, log, cfg.val_lq, cfg.val_max_images) \
+        if info.is_main else None
+    return _Run(cfg, info, run_dir, stream, step, rank_gen, pool, val_pairs, metrics, start, tracker=tracker)
 
 
 def _find_checkpoint(run_dir: Path, cfg: TrainConfig, log) -> dict:
@@ -323,6 +328,7 @@ def _log_window(run: _Run, window: _Window, it: int, log) -> dict:
         run.metrics.write({"iter": it, "lr": lr_g, "it_per_s": rate, "data_wait_share": share,
                            "bad_shards": sum(stream.bad_shards.values()),
                            "bad_samples": sum(stream.bad_samples.values()), **logs})
+        run.tracker.log_training(it, {"lr": lr_g, "it_per_s": rate, **logs})  # TensorBoard, if installed
     window.reset()
     return logs
 
@@ -346,12 +352,9 @@ def _save(run: _Run, iteration: int, log) -> Path:
 
 
 def _run_validation(run: _Run, iteration: int, log) -> None:
-    if not run.val_pairs:
-        return
-    scores, images = validate(run.step.ema.module, run.val_pairs, run.cfg.scale, run.info.device)
-    save_grid(images, run.run_dir / "val" / f"iter_{iteration:08d}.png")
-    run.metrics.write({"iter": iteration, "val": scores})
-    log(f"validation at {iteration}: PSNR {scores['psnr']:.3f} dB, SSIM {scores['ssim']:.4f}")
+    """PSNR/SSIM/NIQE on the validation pairs (and NIQE on val_lq), best-checkpoint export, curves: val_quality."""
+    if run.tracker is not None and (run.val_pairs or run.tracker.enabled):
+        run.tracker.run(iteration, run.step.ema.module, run.step.net_g, run.val_pairs, run.cfg.scale, run.info.device)
 
 
 def _report_ranks(net_g: torch.nn.Module, seen_keys: set[str], info: DistInfo, log) -> None:

@@ -107,6 +107,8 @@ class TrainConfig:
     val_every: int = 5000
     val_shards: str = ""  # paired shards from `cli.py degrade`; "" disables validation
     val_max_images: int = 16
+    val_select: str = "psnr"  # best checkpoint by psnr | ssim | niqe | none -> models/net_g_best.pth (gan: niqe)
+    val_lq: str = ""  # folder of real LR images (no GT) scored by NIQE at each validation; "" disables it
     compile: bool = False  # torch.compile the generator (and discriminator)
     channels_last: bool = True  # on CUDA only: measured slower for CPU training (README)
     # Autocast precision of the networks (the degradation always runs in fp32): "auto" is bf16 where the
@@ -184,6 +186,8 @@ def validate(cfg: TrainConfig) -> None:
         _fail(f"ema_decay must be in [0, 1), got {cfg.ema_decay}")
     if data.num_workers < 0:
         _fail(f"data.num_workers must be >= 0, got {data.num_workers}")
+    if cfg.val_select not in ("psnr", "ssim", "niqe", "none"):
+        _fail(f"val_select must be psnr, ssim, niqe or none, got {cfg.val_select!r}")
 
 
 def stage_defaults(stage: str) -> dict:
@@ -192,7 +196,7 @@ def stage_defaults(stage: str) -> dict:
         cfg = TrainConfig()
     elif stage == "gan":
         cfg = TrainConfig(stage="gan", total_iter=400_000, run_dir="runs/realesrgan_x4plus",
-                          optim=OptimConfig(lr_g=1e-4, lr_d=1e-4))
+                          optim=OptimConfig(lr_g=1e-4, lr_d=1e-4), val_select="niqe")
     else:
         raise ConfigError(f"stage must be 'net' or 'gan', got {stage!r}")
     return to_dict(cfg)

@@ -100,12 +100,18 @@ def validate(model: nn.Module, pairs: list[ValidationPair], scale: int,
     return {name: float(np.mean(values)) for name, values in scores.items()}, images
 
 
-def save_grid(images: list[tuple[np.ndarray, np.ndarray, np.ndarray]], path: Path, max_rows: int = 8) -> None:
-    """One row per pair: LQ (nearest-enlarged) | output | GT; written atomically."""
+def save_grid(images: list[tuple[np.ndarray, np.ndarray, np.ndarray]], path: Path, max_rows: int = 8,
+              captions: list[str] | None = None) -> None:
+    """One row per pair: LQ (nearest-enlarged) | output | GT, with an optional caption line; written atomically."""
     rows = []
-    for lq, output, gt in images[:max_rows]:
+    for i, (lq, output, gt) in enumerate(images[:max_rows]):
         enlarged = cv2.resize(lq, (gt.shape[1], gt.shape[0]), interpolation=cv2.INTER_NEAREST)
-        rows.append(np.hstack([enlarged, output, gt]))
+        row = np.hstack([enlarged, output, gt])
+        if captions is not None:
+            band = np.full((20, row.shape[1], 3), 255, np.uint8)
+            cv2.putText(band, captions[i], (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+            row = np.vstack([row, band])
+        rows.append(row)
     width = max(r.shape[1] for r in rows)
     rows = [np.pad(r, ((0, 4), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows]
     write_image_atomic(path, cv2.cvtColor(np.vstack(rows), cv2.COLOR_RGB2BGR))

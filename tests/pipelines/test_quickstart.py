@@ -21,9 +21,11 @@ def test_quickstart_runs_end_to_end(tmp_path):
     assert set(summary["timings_s"]) == {"shard", "preview", "validation set", "train net", "train gan", "validate",
                                          "upscale"}
     assert 0 < summary["bicubic"]["psnr"] < 60 and 0 < summary["model_scores"]["psnr"] < 60
+    assert summary["holdout_niqe"]["bicubic"] is not None and summary["holdout_niqe"]["bicubic"] > 0
     for name in ("summary.md", "preview/preview.png", "preview/records.json", "validation_bicubic_model_gt.png",
                  "rocket_x4.png", "rocket_bicubic_vs_model.png", "shards/train/manifest.json",
-                 "runs/net/metrics.jsonl", "runs/gan/models/net_d_latest.pth"):
+                 "runs/net/metrics.jsonl", "runs/gan/models/net_d_latest.pth", "runs/net/curves.png",
+                 "runs/net/models/net_g_best.pth"):
         assert (out / name).is_file(), name
     upscaled = cv2.imread(str(out / "rocket_x4.png"))
     assert upscaled.shape == (48 * 4, 64 * 4, 3)  # the held-out crop of the smallest settings, x4
