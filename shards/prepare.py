@@ -43,7 +43,14 @@ from shards.manifest import (
     write_manifest,
 )
 from shards.multiscale import ORIGINAL_ONLY, MultiscaleConfig, plan_variants, render_variant
-from shards.sources import MULTISCALE_MODES, SourceFile, SourceNotFound, list_source_files, resolve_sources
+from shards.sources import (
+    MULTISCALE_MODES,
+    SourceFile,
+    SourceNotFound,
+    list_source_files,
+    read_regular_file,
+    resolve_sources,
+)
 from shards.write import ShardWriter, encode_json, encode_png
 
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -146,7 +153,7 @@ class PrepareReport:
 def process_image(src: SourceFile, plan: PatchPlan) -> ImageResult:
     """Decode, multiscale, crop and PNG-encode one source image (runs in a worker; never raises)."""
     try:
-        img = decode.load_image(src.path)
+        img = decode.decode_image(read_regular_file(src.path))
     except decode.ImageSkipped as exc:
         return ImageResult(skip=(exc.kind, exc.detail))
     except Exception as exc:  # noqa: BLE001 - a bad input must never stop the job
