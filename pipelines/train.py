@@ -34,6 +34,7 @@ from models.vgg import VGGFeatureExtractor, resolve_vgg19_weights
 from models.weights import export_generator, load_generator_state_dict, load_into
 from pipelines.checkpoint import checkpoint_path, latest_checkpoint, load_checkpoint, save_atomic
 from pipelines.dist import DistInfo, cleanup_distributed, mean_over_ranks, setup_distributed
+from pipelines.elastic import Heartbeat, rank_state, resume_after_restart
 from pipelines.metrics import MetricsWriter
 from pipelines.pool import TrainingPairPool
 from pipelines.steps import discriminator_step, generator_step, make_training_pair
@@ -44,7 +45,8 @@ from shards.read import LoaderConfig, ShardStream
 __all__ = ["train", "TrainResult", "learning_rate", "TrainingDiverged"]
 
 # Keys that may change when resuming (they do not alter what is computed).
-RESUMABLE_CHANGES = {"total_iter", "log_every", "checkpoint_every", "val_every", "val_shards", "val_max_images"}
+RESUMABLE_CHANGES = {"total_iter", "log_every", "checkpoint_every", "val_every", "val_shards", "val_max_images",
+                     "dist_timeout_s"}
 
 
 class TrainingDiverged(RuntimeError):
@@ -156,9 +158,16 @@ def _log_line(it: int, total: int, logs: dict, lr: float, rate: float, wait_shar
 def train(cfg: TrainConfig, *, resume: bool = False, device: str | None = None, stop_at: int | None = None,
           log=print) -> TrainResult:
     """Run (or resume) a training stage. ``stop_at`` stops early after that iteration, with a checkpoint."""
-    info = setup_distributed(device)
+    info = setup_distributed(device, cfg.dist_timeout_s)
+    resume = resume or resume_after_restart(Path(cfg.run_dir))  # torchrun restart: continue (pipelines.elastic)
+    heartbeat = Heartbeat(info.rank, info.world_size, cfg.dist_timeout_s, info.device)
     try:
-        return _train(cfg, info, resume, stop_at, log if info.is_main else (lambda *_: None))
+        return _train(cfg, info, resume, stop_at, log if info.is_main else (lambda *_: None), heartbeat)
+    except RuntimeError as error:  # a timed-out collective: name the rank that stalled, if one did
+        stalled = heartbeat.diagnose(error) if info.distributed and not isinstance(error, TrainingDiverged) else None
+        if stalled is None:
+            raise
+        raise stalled from error
     finally:
         cleanup_distributed()
 
@@ -175,7 +184,8 @@ def _check_shards(spec: str) -> None:
                                 f"--src ... --out {spec}` or point data.shards at a shard folder")
 
 
-def _train(cfg: TrainConfig, info: DistInfo, resume: bool, stop_at: int | None, log) -> TrainResult:
+def _train(cfg: TrainConfig, info: DistInfo, resume: bool, stop_at: int | None, log,
+           heartbeat: Heartbeat | None = None) -> TrainResult:
     run_dir = Path(cfg.run_dir)
     dev = info.device
     on_cuda = dev.type == "cuda"
@@ -221,12 +231,10 @@ def _train(cfg: TrainConfig, info: DistInfo, resume: bool, stop_at: int | None, 
         if net_d is not None:
             net_d.load_state_dict(checkpoint["net_d"])
             opt_d.load_state_dict(checkpoint["optim_d"])
-        per_rank = checkpoint["ranks"]
-        if len(per_rank) != info.world_size:
-            raise ConfigError(f"the checkpoint was written by {len(per_rank)} processes, this run has "
-                              f"{info.world_size}: resume with the same number of processes")
-        rank_gen.set_state(per_rank[info.rank]["generator"])
-        pool.load_state_dict(per_rank[info.rank]["pool"], dev)
+        mine = rank_state(checkpoint["ranks"], info.rank, info.world_size, log)  # world size may change
+        if mine is not None:
+            rank_gen.set_state(mine["generator"])
+            pool.load_state_dict(mine["pool"], dev)
         stream.load_state_dict(checkpoint["data"])
         start = int(checkpoint["iter"])
     if info.is_main:
@@ -278,6 +286,8 @@ def _train(cfg: TrainConfig, info: DistInfo, resume: bool, stop_at: int | None, 
             t0 = time.perf_counter()
             batch = next(batches)
             t1 = time.perf_counter()
+            if heartbeat is not None:
+                heartbeat.beat(it)
             if len(seen_keys) < 100_000:
                 seen_keys.update(batch.keys)
             lr_g = learning_rate(optim.lr_g, it, optim.milestones, optim.gamma, optim.warmup_iter)

@@ -26,7 +26,7 @@ from shards import decode
 from shards.crop import Box, CropConfig, crop_boxes
 from shards.multiscale import ORIGINAL_ONLY, MultiscaleConfig, Variant, plan_variants, render_variant
 from shards.sources import SourceFile, read_regular_file
-from shards.write import encode_json, encode_png
+from shards.write import encode_json, encode_patch
 
 _HEADER = struct.Struct(">II")
 
@@ -38,6 +38,7 @@ class PatchPlan:
     crop: CropConfig
     variants: MultiscaleConfig
     png_level: int
+    encoding: str = "png"  # one of shards.write.SAMPLE_ENCODINGS
 
 
 @dataclass
@@ -91,8 +92,8 @@ def open_image(src: SourceFile, plan: PatchPlan) -> tuple[ImageResult, OpenedIma
     return result, OpenedImage(src, img, tuple(windows))
 
 
-def iter_patches(opened: OpenedImage, png_level: int, start: int = 0) -> Iterator[tuple[dict, bytes]]:
-    """(meta, PNG bytes) of patches start, start+1, ... in order; variants wholly before start are not rendered."""
+def iter_patches(opened: OpenedImage, plan: PatchPlan, start: int = 0) -> Iterator[tuple[dict, bytes]]:
+    """(meta, encoded bytes) of patches start, start+1, ... in order; variants wholly before start are not rendered."""
     img, src = opened.img, opened.src
     h, w = img.rgb.shape[:2]
     first = 0
@@ -117,7 +118,7 @@ def iter_patches(opened: OpenedImage, png_level: int, start: int = 0) -> Iterato
                 "crop": box.as_dict(),
                 "patch": index,
             }
-            yield meta, encode_png(patch, png_level)
+            yield meta, encode_patch(patch, plan.encoding, plan.png_level)
         del pixels  # one variant at a time
         first += len(boxes)
 
@@ -131,7 +132,7 @@ def process_image(src: SourceFile, plan: PatchPlan, spool: Path | None = None, s
     result, opened = open_image(src, plan)
     if opened is None:
         return result
-    patches = iter_patches(opened, plan.png_level, start)
+    patches = iter_patches(opened, plan, start)
     if spool is None:
         result.patches = list(patches)
         return result

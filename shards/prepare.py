@@ -54,7 +54,7 @@ from shards.sources import (
     list_source_files,
     resolve_sources,
 )
-from shards.write import ShardWriter, encode_json
+from shards.write import SAMPLE_ENCODINGS, ShardWriter, encode_json
 
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
@@ -79,6 +79,7 @@ class ShardConfig:
     workers: int = 0  # 0: all CPU cores
     overwrite: bool = False
     verify: str = "sha256"  # how finished shards are checked on resume: "sha256" or "size"
+    encoding: str = "png"  # patch member format: "png" (lossless, smallest) or "npy" (raw uint8, fastest to read)
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
@@ -91,6 +92,8 @@ class ShardConfig:
             raise ValueError(f"png_level must be in [0, 9], got {self.png_level}")
         if self.workers < 0:
             raise ValueError(f"workers must be >= 0 (0 = all cores), got {self.workers}")
+        if self.encoding not in SAMPLE_ENCODINGS:
+            raise ValueError(f"encoding must be one of {SAMPLE_ENCODINGS}, got {self.encoding!r}")
         if self.verify not in ("sha256", "size"):
             raise ValueError(f"verify must be 'sha256' or 'size', got {self.verify!r}")
 
@@ -104,6 +107,8 @@ class ShardConfig:
             "variants": {**asdict(self.variants), "scales": list(self.variants.scales)},
             "shard_size": self.shard_size,
             "png_level": self.png_level,
+            # Only when not PNG, so manifests made before encodings existed still match (absent = png).
+            **({"encoding": self.encoding} if self.encoding != "png" else {}),
         }
 
 
@@ -310,7 +315,7 @@ def _results(files: list[SourceFile], start: tuple[int, int], plan: PatchPlan, w
                 yield i, duplicate(i), iter(())
                 continue
             result, opened = open_image(files[i], plan)
-            yield i, result, iter_patches(opened, plan.png_level, first(i)) if opened else iter(())
+            yield i, result, iter_patches(opened, plan, first(i)) if opened else iter(())
         return
     executor = get_reusable_executor(max_workers=workers)
     pending: deque = deque()
@@ -374,7 +379,7 @@ def prepare_shards(cfg: ShardConfig, progress: Callable[[Progress], None] | None
 
     save(False)
 
-    plan = PatchPlan(cfg.crop, cfg.variants, cfg.png_level)
+    plan = PatchPlan(cfg.crop, cfg.variants, cfg.png_level, cfg.encoding)
     workers = cfg.workers or joblib.cpu_count()
     writer: ShardWriter | None = None
     start_image, start_patch = state.cursor
@@ -396,7 +401,7 @@ def prepare_shards(cfg: ShardConfig, progress: Callable[[Progress], None] | None
                     writer = ShardWriter(out / shard_name(cfg.name, len(state.shards)))
                 ordinal = len(state.shards) * cfg.shard_size + writer.samples
                 key = sample_key(ordinal, meta)
-                writer.add(key, {"json": encode_json({**meta, "key": key, "index": ordinal}), "png": png})
+                writer.add(key, {"json": encode_json({**meta, "key": key, "index": ordinal}), cfg.encoding: png})
                 if writer.samples == cfg.shard_size:
                     state.shards.append(publish_shard(writer))
                     writer = None
