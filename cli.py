@@ -47,9 +47,12 @@ def main() -> None:
 @click.option("--overwrite", is_flag=True, help="Replace shards made with another configuration.")
 @click.option("--verify", type=click.Choice(["sha256", "size"]), default="sha256", show_default=True,
               help="How finished shards are checked when resuming.")
+@click.option("--scheduler", default="", metavar="tcp://HOST:PORT|local:N",
+              help="Run on a Dask cluster (one task per shard; --out on shared storage). Needs .[dist].")
 def shard(src: str, root: Path, out: Path, name: str, crop_size: int, step: int, thresh: int, min_size: int,
           multiscale: str, no_multiscale: bool, scales: str, shortest_edge: int, keep_original: bool,
-          shard_size: int, png_level: int, encoding: str, workers: int, overwrite: bool, verify: str) -> None:
+          shard_size: int, png_level: int, encoding: str, workers: int, overwrite: bool, verify: str,
+          scheduler: str) -> None:
     """Cut HR images into WebDataset tar shards of PNG patches (resumable; see README)."""
     from pipelines.shard_job import run_shard
     from shards.crop import CropConfig
@@ -63,7 +66,7 @@ def shard(src: str, root: Path, out: Path, name: str, crop_size: int, step: int,
             multiscale="none" if no_multiscale else multiscale,
             variants=MultiscaleConfig(parse_scales(scales), shortest_edge, keep_original),
             shard_size=shard_size, png_level=png_level, workers=workers, overwrite=overwrite, verify=verify,
-            encoding=encoding,
+            encoding=encoding, scheduler=scheduler,
         )
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from exc

@@ -79,6 +79,7 @@ class ShardConfig:
     workers: int = 0  # 0: all CPU cores
     overwrite: bool = False
     verify: str = "sha256"  # how finished shards are checked on resume: "sha256" or "size"
+    scheduler: str = ""  # "" = joblib on this machine; "tcp://HOST:PORT" or "local:N" = Dask (shards.cluster)
     encoding: str = "png"  # patch member format: "png" (lossless, smallest) or "npy" (raw uint8, fastest to read)
 
     def __post_init__(self) -> None:
@@ -136,6 +137,7 @@ class PrepareReport:
     shards_written: int
     images_processed: int
     elapsed_s: float
+    retried_tasks: int = 0  # Dask tasks rerun after their worker died
 
 
 def sample_key(ordinal: int, meta: dict) -> str:
@@ -379,6 +381,10 @@ def prepare_shards(cfg: ShardConfig, progress: Callable[[Progress], None] | None
 
     save(False)
 
+    if cfg.scheduler:
+        from shards.cluster import prepare_on_cluster
+
+        return prepare_on_cluster(cfg, files, state, old, save, t0)
     plan = PatchPlan(cfg.crop, cfg.variants, cfg.png_level, cfg.encoding)
     workers = cfg.workers or joblib.cpu_count()
     writer: ShardWriter | None = None
@@ -428,3 +434,4 @@ def prepare_shards(cfg: ShardConfig, progress: Callable[[Progress], None] | None
 def publish_shard(writer: ShardWriter) -> dict:
     """Finish a full shard (rename into place) and return its manifest entry."""
     return writer.finish().as_dict()
+
