@@ -155,8 +155,11 @@ def _toml_string(text: str) -> str:
 @click.option("--shard-size", default=1000, show_default=True, help="Pairs per shard / checkpoint.")
 @click.option("--device", default="cpu", show_default=True, help="Device for the degradation (cpu, cuda).")
 @click.option("--overwrite", is_flag=True, help="Replace an output made with other options.")
+@click.option("--scheduler", default="", metavar="tcp://HOST:PORT|local:N",
+              help="Run on a Dask cluster (one task per output shard; --out on shared storage). Needs .[dist].")
 def degrade(shards_spec: str, out: Path, seed: int, config_path: Path | None, count: int | None, fmt: str,
-            gt_size: int, usm: bool, name: str, shard_size: int, device: str, overwrite: bool) -> None:
+            gt_size: int, usm: bool, name: str, shard_size: int, device: str, overwrite: bool,
+            scheduler: str) -> None:
     """Bake degraded (GT, LQ) pairs offline with the training degradation code (deterministic)."""
     import degrade as deg
     from pipelines.degrade_job import run_degrade
@@ -166,7 +169,7 @@ def degrade(shards_spec: str, out: Path, seed: int, config_path: Path | None, co
         degradation = deg.DegradationConfig.load(config_path) if config_path else deg.DegradationConfig()
         cfg = PairConfig(shards=shards_spec, out=out, degradation=degradation, seed=seed, count=count, format=fmt,
                          gt_size=gt_size, usm=usm, name=name, shard_size=shard_size, device=device,
-                         overwrite=overwrite)
+                         overwrite=overwrite, scheduler=scheduler)
     except ValueError as exc:  # degrade.ConfigError is a ValueError
         raise click.BadParameter(str(exc)) from exc
     run_degrade(cfg)

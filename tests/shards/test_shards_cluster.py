@@ -162,3 +162,18 @@ def test_unshared_output_and_bad_scheduler_are_one_line_errors(photos, tmp_path)
     for bad in ("local:0", "local:x", "http://host:8786"):
         with pytest.raises(ClusterError, match="local:N"):
             connect(bad)
+
+
+@pytest.mark.slow
+def test_degrade_on_a_local_cluster_is_byte_identical(tmp_path, synth):
+    from shards.pairs import PairConfig, make_pairs
+
+    gt, _ = synth.write_shards(tmp_path / "gt", [4, 3, 5], size=72)
+    for count in (9,):  # the last pair shard is short and ends inside an input shard; starts inside one too
+        base = dict(shards=str(gt), seed=3, count=count, shard_size=2, gt_size=64)
+        local = make_pairs(PairConfig(out=tmp_path / f"local{count}", **base))
+        dask = make_pairs(PairConfig(out=tmp_path / f"dask{count}", scheduler="local:2", **base))
+        assert dask.pairs_written == local.pairs_written == count
+        _same_output(tmp_path / f"dask{count}", tmp_path / f"local{count}")
+    with pytest.raises(Exception, match="--format shards only"):
+        make_pairs(PairConfig(shards=str(gt), out=tmp_path / "f", format="folders", scheduler="local:1"))
