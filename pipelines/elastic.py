@@ -81,8 +81,11 @@ class Heartbeat:
         token = torch.tensor([time.time_ns() if rank == 0 else 0], dtype=torch.int64, device=device)
         if torch_dist.is_initialized():
             torch_dist.broadcast(token, src=0)
-        base = torch_dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False,
-                                   timeout=datetime.timedelta(seconds=max(timeout_s, 1.0)))
+        try:
+            base = torch_dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False,
+                                       timeout=datetime.timedelta(seconds=max(timeout_s, 1.0)))
+        except (RuntimeError, ValueError, OSError):  # no store to reach: train on, only without the diagnosis
+            return
         self.store = torch_dist.PrefixStore(f"esrgan_kit/heartbeat/{int(token.item())}/", base)
 
     def beat(self, iteration: int) -> None:

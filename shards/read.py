@@ -289,8 +289,8 @@ class ShardStream:
         for key in ("seed", "world_size", "batch_size", "num_workers", "total_samples"):
             now = self.state_dict()[key]
             if key in state and state[key] != now:
-                log.warning("data stream resumed with %s=%s (saved: %s): the position is kept, the exact "
-                            "sample order is not", key, now, state[key])
+                log.warning("data stream resumed with %s=%s (saved: %s): the samples consumed this epoch are kept, "
+                            "the exact sample order is not", key, now, state[key])
         epoch, batch = int(state["epoch"]), int(state["batch"])
         batch = rescaled_position(batch, state, self.world_size, self.cfg.batch_size)
         if batch >= self.batches_per_epoch:
