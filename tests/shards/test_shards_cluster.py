@@ -175,5 +175,26 @@ def test_degrade_on_a_local_cluster_is_byte_identical(tmp_path, synth):
         dask = make_pairs(PairConfig(out=tmp_path / f"dask{count}", scheduler="local:2", **base))
         assert dask.pairs_written == local.pairs_written == count
         _same_output(tmp_path / f"dask{count}", tmp_path / f"local{count}")
+    # A local run that died after 2 pair shards, finished on the cluster: identical.
+    import shards.pairs as pairs
+
+    real = pairs.degrade_pair
+
+    def crash_at_5(gt, index, cfg):
+        if index == 5:
+            raise RuntimeError("simulated crash")
+        return real(gt, index, cfg)
+
+    base = dict(shards=str(gt), seed=3, count=9, shard_size=2, gt_size=64)
+    pairs.degrade_pair = crash_at_5
+    try:
+        with pytest.raises(RuntimeError, match="simulated crash"):
+            make_pairs(PairConfig(out=tmp_path / "mixed", **base))
+    finally:
+        pairs.degrade_pair = real
+    assert read_manifest(tmp_path / "mixed")["cursor"]["index"] == 4
+    resumed = make_pairs(PairConfig(out=tmp_path / "mixed", scheduler="local:2", **base))
+    assert resumed.resumed and resumed.pairs_written == 5
+    _same_output(tmp_path / "mixed", tmp_path / "local9")
     with pytest.raises(Exception, match="--format shards only"):
         make_pairs(PairConfig(shards=str(gt), out=tmp_path / "f", format="folders", scheduler="local:1"))
