@@ -166,16 +166,15 @@ def test_unshared_output_and_bad_scheduler_are_one_line_errors(photos, tmp_path)
 
 @pytest.mark.slow
 def test_degrade_on_a_local_cluster_is_byte_identical(tmp_path, synth):
+    from shards.cluster import ClusterError
     from shards.pairs import PairConfig, make_pairs
 
     gt, _ = synth.write_shards(tmp_path / "gt", [4, 3, 5], size=72)
-    for count in (9,):  # the last pair shard is short and ends inside an input shard; starts inside one too
-        base = dict(shards=str(gt), seed=3, count=count, shard_size=2, gt_size=64)
-        local = make_pairs(PairConfig(out=tmp_path / f"local{count}", **base))
-        dask = make_pairs(PairConfig(out=tmp_path / f"dask{count}", scheduler="local:2", **base))
-        assert dask.pairs_written == local.pairs_written == count
-        _same_output(tmp_path / f"dask{count}", tmp_path / f"local{count}")
-    # A local run that died after 2 pair shards, finished on the cluster: identical.
+    base = dict(shards=str(gt), seed=3, count=9, shard_size=2, gt_size=64)
+    local = make_pairs(PairConfig(out=tmp_path / "local9", **base))
+    assert local.pairs_written == 9
+    # A local run that died after 2 pair shards, finished on the cluster (shards 2-4 written by Dask tasks, the
+    # last one short and starting inside an input shard): identical to the local run.
     import shards.pairs as pairs
 
     real = pairs.degrade_pair
@@ -185,7 +184,6 @@ def test_degrade_on_a_local_cluster_is_byte_identical(tmp_path, synth):
             raise RuntimeError("simulated crash")
         return real(gt, index, cfg)
 
-    base = dict(shards=str(gt), seed=3, count=9, shard_size=2, gt_size=64)
     pairs.degrade_pair = crash_at_5
     try:
         with pytest.raises(RuntimeError, match="simulated crash"):
@@ -196,5 +194,5 @@ def test_degrade_on_a_local_cluster_is_byte_identical(tmp_path, synth):
     resumed = make_pairs(PairConfig(out=tmp_path / "mixed", scheduler="local:2", **base))
     assert resumed.resumed and resumed.pairs_written == 5
     _same_output(tmp_path / "mixed", tmp_path / "local9")
-    with pytest.raises(Exception, match="--format shards only"):
+    with pytest.raises(ClusterError, match="--format shards only"):
         make_pairs(PairConfig(shards=str(gt), out=tmp_path / "f", format="folders", scheduler="local:1"))
