@@ -32,6 +32,6 @@ def run_degrade(cfg: PairConfig) -> PairReport:
         click.echo(f"{'resumed; ' if report.resumed else ''}wrote {report.pairs_written} pairs "
                    f"({pairs} in total, {what}) to {report.out} in {report.elapsed_s:.1f} s; "
                    f"parameter records: {'records.jsonl' if cfg.format == 'folders' else 'KEY.json members'}")
-        if report.retried_tasks:
+        if report.retried_tasks is not None:
             click.echo(f"dask: {report.retried_tasks} task(s) rerun after their worker died (output unaffected)")
     return report

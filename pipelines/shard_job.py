@@ -78,7 +78,7 @@ def summary(report: PrepareReport) -> str:
         f"conversions: {notes}",
         f"manifest: {manifest_path}",
     ]
-    if report.retried_tasks:
+    if report.retried_tasks is not None:
         lines.append(f"dask: {report.retried_tasks} task(s) rerun after their worker died (output unaffected)")
     if m["skipped"]:
         lines.append("skipped files (first 10; all are in the manifest):")

@@ -92,7 +92,7 @@ class PairReport:
     resumed: bool
     pairs_written: int
     elapsed_s: float
-    retried_tasks: int = 0  # Dask tasks rerun after their worker died
+    retried_tasks: int | None = None  # Dask tasks rerun after their worker died (None: not on Dask)
 
 
 def prepare_gt(rgb: np.ndarray, gt_size: int, scale: int) -> np.ndarray:

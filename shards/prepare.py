@@ -137,7 +137,7 @@ class PrepareReport:
     shards_written: int
     images_processed: int
     elapsed_s: float
-    retried_tasks: int = 0  # Dask tasks rerun after their worker died
+    retried_tasks: int | None = None  # Dask tasks rerun after their worker died (None: not on Dask)
 
 
 def sample_key(ordinal: int, meta: dict) -> str:
