@@ -8,6 +8,7 @@ from __future__ import annotations
 import click
 
 from pipelines.shard_job import ProgressLine
+from shards.cluster import ClusterError
 from shards.manifest import ManifestError
 from shards.pairs import PairConfig, PairReport, make_pairs
 from shards.prepare import ShardJobError
@@ -19,7 +20,7 @@ def run_degrade(cfg: PairConfig) -> PairReport:
     bar = ProgressLine(unit="pairs")
     try:
         report = make_pairs(cfg, progress=bar)
-    except (ShardJobError, ShardReadError, ManifestError, ValueError) as exc:
+    except (ShardJobError, ShardReadError, ManifestError, ValueError, ClusterError) as exc:
         raise click.ClickException(str(exc)) from exc
     finally:
         bar.close()
@@ -31,4 +32,6 @@ def run_degrade(cfg: PairConfig) -> PairReport:
         click.echo(f"{'resumed; ' if report.resumed else ''}wrote {report.pairs_written} pairs "
                    f"({pairs} in total, {what}) to {report.out} in {report.elapsed_s:.1f} s; "
                    f"parameter records: {'records.jsonl' if cfg.format == 'folders' else 'KEY.json members'}")
+        if report.retried_tasks is not None:
+            click.echo(f"dask: {report.retried_tasks} task(s) rerun after their worker died (output unaffected)")
     return report

@@ -33,7 +33,7 @@ class DistInfo:
         return self.world_size > 1
 
 
-def setup_distributed(device: str | None = None) -> DistInfo:
+def setup_distributed(device: str | None = None, timeout_s: float = 1800.0) -> DistInfo:
     """Initialise the process group when launched by torchrun; pick the device (CUDA if available)."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
@@ -45,8 +45,26 @@ def setup_distributed(device: str | None = None) -> DistInfo:
     else:
         dev = torch.device("cpu")
     if world_size > 1 and not torch_dist.is_initialized():
-        torch_dist.init_process_group("nccl" if use_cuda else "gloo", timeout=datetime.timedelta(minutes=30))
+        try:
+            torch_dist.init_process_group("nccl" if use_cuda else "gloo", timeout=datetime.timedelta(seconds=timeout_s))
+        except RuntimeError as error:
+            raise RuntimeError(restart_hint(str(error))) from error
     return DistInfo(rank, local_rank, world_size, dev)
+
+
+def restart_hint(message: str) -> str:
+    """The error of a failed process-group start, with the fix when it is the shared-store restart bug.
+
+    torchrun (>= 2.4) shares its rendezvous TCPStore with the workers and never clears it between
+    restarts, so a restarted group can read the previous attempt's addresses and fail to connect
+    (pytorch/pytorch#135712). Launching with TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 gives every attempt a
+    fresh store.
+    """
+    restarted = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0) > 0
+    if restarted and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
+        return (f"{message}\nthis is a torchrun restart on the rendezvous store shared with the previous attempt: "
+                "launch torchrun with TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 in its environment (pytorch#135712)")
+    return message
 
 
 def cleanup_distributed() -> None:

@@ -11,6 +11,7 @@ from typing import TextIO
 
 import click
 
+from shards.cluster import ClusterError
 from shards.decode import ALPHA_DROPPED, CONVERTED_16BIT, EXIF_ORIENTED, GRAY_EXPANDED
 from shards.prepare import PrepareReport, Progress, ShardConfig, ShardJobError, prepare_shards
 from shards.sources import SourceNotFound
@@ -77,6 +78,8 @@ def summary(report: PrepareReport) -> str:
         f"conversions: {notes}",
         f"manifest: {manifest_path}",
     ]
+    if report.retried_tasks is not None:
+        lines.append(f"dask: {report.retried_tasks} task(s) rerun after their worker died (output unaffected)")
     if m["skipped"]:
         lines.append("skipped files (first 10; all are in the manifest):")
         lines += [f"  {s['path']}: {s['reason']} ({s['detail']})" for s in m["skipped"][:10]]
@@ -88,7 +91,7 @@ def run_shard(cfg: ShardConfig) -> PrepareReport:
     bar = ProgressLine()
     try:
         report = prepare_shards(cfg, progress=bar)
-    except (SourceNotFound, ShardJobError) as exc:
+    except (SourceNotFound, ShardJobError, ClusterError) as exc:
         raise click.ClickException(str(exc)) from exc
     finally:
         bar.close()

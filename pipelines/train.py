@@ -32,6 +32,7 @@ from models.vgg import VGGFeatureExtractor, resolve_vgg19_weights
 from models.weights import check_same_arch, export_generator, load_generator_state_dict, load_into
 from pipelines.checkpoint import checkpoint_path, latest_checkpoint, load_checkpoint, save_atomic
 from pipelines.dist import DistInfo, cleanup_distributed, mean_over_ranks, setup_distributed
+from pipelines.elastic import Heartbeat, rank_state, resume_after_restart
 from pipelines.metrics import MetricsWriter
 from pipelines.pool import TrainingPairPool
 from pipelines.step import TrainingDiverged, TrainStep
@@ -44,7 +45,7 @@ __all__ = ["train", "TrainResult", "learning_rate", "TrainingDiverged"]
 
 # Keys that may change when resuming (they do not alter what is computed).
 RESUMABLE_CHANGES = {"total_iter", "log_every", "checkpoint_every", "val_every", "val_shards", "val_max_images",
-                     "val_select", "val_lq"}
+                     "val_select", "val_lq", "dist_timeout_s"}
 
 
 @dataclass(frozen=True)
@@ -157,9 +158,16 @@ def _log_line(it: int, total: int, logs: dict, lr: float, rate: float, wait_shar
 def train(cfg: TrainConfig, *, resume: bool = False, device: str | None = None, stop_at: int | None = None,
           log=print) -> TrainResult:
     """Run (or resume) a training stage. ``stop_at`` stops early after that iteration, with a checkpoint."""
-    info = setup_distributed(device)
+    info = setup_distributed(device, cfg.dist_timeout_s)
+    resume = resume or resume_after_restart(Path(cfg.run_dir))  # torchrun restart: continue (pipelines.elastic)
+    heartbeat = Heartbeat(info.rank, info.world_size, cfg.dist_timeout_s, info.device)
     try:
-        return _train(cfg, info, resume, stop_at, log if info.is_main else (lambda *_: None))
+        return _train(cfg, info, resume, stop_at, log if info.is_main else (lambda *_: None), heartbeat)
+    except RuntimeError as error:  # a timed-out collective: name the rank that stalled, if one did
+        stalled = heartbeat.diagnose(error) if info.distributed and not isinstance(error, TrainingDiverged) else None
+        if stalled is None:
+            raise
+        raise stalled from error
     finally:
         cleanup_distributed()
 
@@ -192,10 +200,13 @@ class _Run:
     start: int = 0  # the last finished iteration (0, or the checkpoint's)
     seen_keys: set[str] = field(default_factory=set)  # for the end-of-run data-split report (bounded)
     tracker: ValidationTracker | None = None  # NIQE, best checkpoint, curves, TensorBoard (rank 0 only)
+    heartbeat: Heartbeat | None = None  # names a stalled rank when a collective times out (pipelines.elastic)
 
 
-def _train(cfg: TrainConfig, info: DistInfo, resume: bool, stop_at: int | None, log) -> TrainResult:
+def _train(cfg: TrainConfig, info: DistInfo, resume: bool, stop_at: int | None, log,
+           heartbeat: Heartbeat | None = None) -> TrainResult:
     run = _build_run(cfg, info, resume, log)
+    run.heartbeat = heartbeat
     return _loop(run, stop_at, log)
 
 
@@ -220,7 +231,7 @@ def _build_run(cfg: TrainConfig, info: DistInfo, resume: bool, log) -> _Run:
         f"compile {cfg.compile} on {dev}")
     rank_gen = torch.Generator().manual_seed(_seed(cfg.seed, 1, info.rank))  # degradation, crops
     pool = TrainingPairPool(cfg.queue_size, torch.Generator().manual_seed(_seed(cfg.seed, 2, info.rank)))
-    start = _restore(checkpoint, step, rank_gen, pool, stream, info) if checkpoint is not None else 0
+    start = _restore(checkpoint, step, rank_gen, pool, stream, info, log) if checkpoint is not None else 0
     if info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.toml").write_text(cfg.to_toml(), encoding="utf-8")
@@ -241,15 +252,13 @@ def _find_checkpoint(run_dir: Path, cfg: TrainConfig, log) -> dict:
 
 
 def _restore(checkpoint: dict, step: TrainStep, rank_gen: torch.Generator, pool: TrainingPairPool,
-             stream: ShardStream, info: DistInfo) -> int:
+             stream: ShardStream, info: DistInfo, log) -> int:
     """Continue where the checkpoint stopped: step state, this rank's RNG and pool, the data position."""
     step.load_state_dict(checkpoint)
-    per_rank = checkpoint["ranks"]
-    if len(per_rank) != info.world_size:
-        raise ConfigError(f"the checkpoint was written by {len(per_rank)} processes, this run has "
-                          f"{info.world_size}: resume with the same number of processes")
-    rank_gen.set_state(per_rank[info.rank]["generator"])
-    pool.load_state_dict(per_rank[info.rank]["pool"], info.device)
+    mine = rank_state(checkpoint["ranks"], info.rank, info.world_size, log)
+    if mine is not None:  # the world size may change between runs (README: Multi-node, restarts and failures)
+        rank_gen.set_state(mine["generator"])
+        pool.load_state_dict(mine["pool"], info.device)
     stream.load_state_dict(checkpoint["data"])
     return int(checkpoint["iter"])
 
@@ -288,6 +297,8 @@ def _timed_step(run: _Run, batches, it: int) -> tuple[dict, float, float]:
     t0 = time.perf_counter()
     batch = next(batches)
     t1 = time.perf_counter()
+    if run.heartbeat is not None:
+        run.heartbeat.beat(it)
     if len(run.seen_keys) < 100_000:
         run.seen_keys.update(batch.keys)
     lr_g, lr_d = _learning_rates(run.cfg.optim, it)

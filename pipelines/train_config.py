@@ -115,6 +115,7 @@ class TrainConfig:
     # device runs it natively (CUDA with bf16, CPUs with AMX or AVX512-BF16), else fp32; fp16 (with a
     # gradient scaler) needs CUDA. See pipelines.step.resolve_precision.
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    dist_timeout_s: float = 1800.0  # a collective waiting longer ends the run naming the stalled rank
     data: DataConfig = field(default_factory=DataConfig)
     network: NetworkConfig = field(default_factory=NetworkConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -175,6 +176,8 @@ def validate(cfg: TrainConfig) -> None:
         multiple = max(1, cfg.queue_size // data.batch_size) * data.batch_size
         _fail(f"queue_size ({cfg.queue_size}) must be a multiple of the per-process batch size "
               f"({data.batch_size}), e.g. {multiple}, or 0 to disable the training-pair pool")
+    if not cfg.dist_timeout_s > 0:
+        _fail(f"dist_timeout_s must be > 0 seconds, got {cfg.dist_timeout_s}")
     if cfg.total_iter < 1:
         _fail(f"total_iter must be at least 1, got {cfg.total_iter}")
     for name in ("log_every", "checkpoint_every", "val_every"):

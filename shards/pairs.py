@@ -63,6 +63,7 @@ class PairConfig:
     png_level: int = 3
     device: str = "cpu"
     overwrite: bool = False
+    scheduler: str = ""  # "" = this process; "tcp://HOST:PORT" or "local:N" = one Dask task per shard (shards.cluster)
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
@@ -91,6 +92,7 @@ class PairReport:
     resumed: bool
     pairs_written: int
     elapsed_s: float
+    retried_tasks: int | None = None  # Dask tasks rerun after their worker died (None: not on Dask)
 
 
 def prepare_gt(rgb: np.ndarray, gt_size: int, scale: int) -> np.ndarray:
@@ -211,6 +213,13 @@ def make_pairs(cfg: PairConfig, progress: Callable[[Progress], None] | None = No
         write_manifest(out, manifest)
         return manifest
 
+    if cfg.scheduler:
+        from shards.cluster import pairs_on_cluster
+
+        retried = pairs_on_cluster(cfg, urls, total, shards, lambda index, done: save(index, {}, done))
+        index = min(len(shards) * cfg.shard_size, total)
+        return PairReport(out, save(index, {}, True), False, old is not None, index - start,
+                          time.monotonic() - t0, retried)
     folder = _FolderSink(out, cursor["text"]) if cfg.format == "folders" else None
     writer: ShardWriter | None = None
     index = start

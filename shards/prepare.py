@@ -6,8 +6,10 @@ variants (shards.multiscale, ref. §5.1), crop windows (shards.crop, ref. §5.2)
 main process consumes the results strictly in sorted source order and appends each patch to the
 current shard, so patch i always lands in shard i // shard_size, whatever the number of workers.
 
-Memory is bounded independently of the dataset size: at most 2 x workers images are in flight
-(decoded or encoded), and a shard is streamed to disk as it fills, never held in memory.
+Memory is bounded independently of the dataset size and, in the main process, of the image size:
+at most 2 x workers images are in flight, each worker streams the encoded patches of its image to a
+spool file in `OUT/.NAME.spool/` (deleted as it is consumed; see shards.patches), the main process
+copies them one patch at a time into the current shard, and a shard is streamed to disk as it fills.
 
 Atomic and resumable: a shard is written as `NAME-000000.tar.tmp` and renamed when complete; the
 manifest (with a cursor: the next source image and patch) is replaced atomically after each
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
@@ -31,7 +34,7 @@ import joblib
 from joblib.externals.loky import get_reusable_executor
 
 from shards import decode
-from shards.crop import CropConfig, crop_boxes
+from shards.crop import CropConfig
 from shards.manifest import (
     FORMAT,
     MANIFEST_NAME,
@@ -42,9 +45,16 @@ from shards.manifest import (
     verify_shard,
     write_manifest,
 )
-from shards.multiscale import ORIGINAL_ONLY, MultiscaleConfig, plan_variants, render_variant
-from shards.sources import MULTISCALE_MODES, SourceFile, SourceNotFound, list_source_files, resolve_sources
-from shards.write import ShardWriter, encode_json, encode_png
+from shards.multiscale import MultiscaleConfig
+from shards.patches import ImageResult, PatchPlan, iter_patches, open_image, process_image, read_spool
+from shards.sources import (
+    MULTISCALE_MODES,
+    SourceFile,
+    SourceNotFound,
+    list_source_files,
+    resolve_sources,
+)
+from shards.write import SAMPLE_ENCODINGS, ShardWriter, encode_json
 
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
@@ -69,6 +79,8 @@ class ShardConfig:
     workers: int = 0  # 0: all CPU cores
     overwrite: bool = False
     verify: str = "sha256"  # how finished shards are checked on resume: "sha256" or "size"
+    scheduler: str = ""  # "" = joblib on this machine; "tcp://HOST:PORT" or "local:N" = Dask (shards.cluster)
+    encoding: str = "png"  # patch member format: "png" (lossless, smallest) or "npy" (raw uint8, fastest to read)
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
@@ -81,6 +93,8 @@ class ShardConfig:
             raise ValueError(f"png_level must be in [0, 9], got {self.png_level}")
         if self.workers < 0:
             raise ValueError(f"workers must be >= 0 (0 = all cores), got {self.workers}")
+        if self.encoding not in SAMPLE_ENCODINGS:
+            raise ValueError(f"encoding must be one of {SAMPLE_ENCODINGS}, got {self.encoding!r}")
         if self.verify not in ("sha256", "size"):
             raise ValueError(f"verify must be 'sha256' or 'size', got {self.verify!r}")
 
@@ -94,27 +108,9 @@ class ShardConfig:
             "variants": {**asdict(self.variants), "scales": list(self.variants.scales)},
             "shard_size": self.shard_size,
             "png_level": self.png_level,
+            # Only when not PNG, so manifests made before encodings existed still match (absent = png).
+            **({"encoding": self.encoding} if self.encoding != "png" else {}),
         }
-
-
-@dataclass(frozen=True)
-class PatchPlan:
-    """What a worker needs to turn one source image into patches."""
-
-    crop: CropConfig
-    variants: MultiscaleConfig
-    png_level: int
-
-
-@dataclass
-class ImageResult:
-    """The patches of one source image, or why it was skipped."""
-
-    skip: tuple[str, str] | None = None
-    notes: tuple[str, ...] = ()
-    patches: list[tuple[dict, bytes]] = field(default_factory=list)
-    variants: int = 0
-    dropped_variants: int = 0
 
 
 @dataclass(frozen=True)
@@ -141,44 +137,7 @@ class PrepareReport:
     shards_written: int
     images_processed: int
     elapsed_s: float
-
-
-def process_image(src: SourceFile, plan: PatchPlan) -> ImageResult:
-    """Decode, multiscale, crop and PNG-encode one source image (runs in a worker; never raises)."""
-    try:
-        img = decode.load_image(src.path)
-    except decode.ImageSkipped as exc:
-        return ImageResult(skip=(exc.kind, exc.detail))
-    except Exception as exc:  # noqa: BLE001 - a bad input must never stop the job
-        return ImageResult(skip=(decode.ERROR, f"{type(exc).__name__}: {exc}"))
-    h, w = img.rgb.shape[:2]
-    result = ImageResult(notes=img.notes)
-    for variant in plan_variants(w, h, plan.variants if src.multiscale else ORIGINAL_ONLY):
-        boxes = crop_boxes(variant.height, variant.width, plan.crop)
-        if not boxes:
-            result.dropped_variants += 1
-            continue
-        pixels = render_variant(img.rgb, variant)
-        result.variants += 1
-        for index, box in enumerate(boxes):
-            patch = pixels[box.top : box.top + box.height, box.left : box.left + box.width]
-            meta = {
-                "dataset": src.dataset,
-                "source": src.rel,
-                "source_sha256": img.sha256,
-                "source_size": [h, w],
-                "conversions": list(img.notes),
-                "variant": variant.label,
-                "scale": variant.scale,
-                "variant_size": [variant.height, variant.width],
-                "crop": box.as_dict(),
-                "patch": index,
-            }
-            result.patches.append((meta, encode_png(patch, plan.png_level)))
-    if not result.patches:
-        detail = f"{w}x{h} has a side shorter than min_size {plan.crop.min_size}"
-        return ImageResult(skip=(decode.TOO_SMALL, detail), notes=img.notes)
-    return result
+    retried_tasks: int | None = None  # Dask tasks rerun after their worker died (None: not on Dask)
 
 
 def sample_key(ordinal: int, meta: dict) -> str:
@@ -335,30 +294,42 @@ def _file_size(path: Path) -> int:
         return -1
 
 
-def _results(files: list[SourceFile], start: int, plan: PatchPlan, workers: int,
-             duplicates: dict[int, str]) -> Iterator[tuple[int, ImageResult]]:
-    """(index, result) for files[start:], in order, with at most 2 x workers images in flight.
+def _results(files: list[SourceFile], start: tuple[int, int], plan: PatchPlan, workers: int,
+             duplicates: dict[int, str], spool_dir: Path) -> Iterator[tuple[int, ImageResult, Iterator]]:
+    """(index, result, its patches from the cursor on) for files[start[0]:], in order.
 
-    A sliding window over loky futures (joblib's process executor) rather than `Parallel` on the
-    whole list: `Parallel` dispatches new tasks as workers finish, not as results are consumed,
-    so its buffered results would grow with the dataset.
+    At most 2 x workers images are in flight, each as a small result plus a spool file its worker
+    streamed the encoded patches to (shards.patches), so neither the main process nor a worker ever
+    holds all patches of an image. A sliding window over loky futures (joblib's process executor)
+    rather than `Parallel` on the whole list: `Parallel` dispatches new tasks as workers finish, not
+    as results are consumed, so its buffered results would grow with the dataset.
     """
     def duplicate(i: int) -> ImageResult:
         return ImageResult(skip=(decode.DUPLICATE, f"same file as {duplicates[i]}"))
 
-    todo = range(start, len(files))
+    def first(i: int) -> int:
+        return start[1] if i == start[0] else 0
+
+    todo = range(start[0], len(files))
     if workers == 1:
         for i in todo:
-            yield i, duplicate(i) if i in duplicates else process_image(files[i], plan)
+            if i in duplicates:
+                yield i, duplicate(i), iter(())
+                continue
+            result, opened = open_image(files[i], plan)
+            yield i, result, iter_patches(opened, plan, first(i)) if opened else iter(())
         return
     executor = get_reusable_executor(max_workers=workers)
     pending: deque = deque()
     try:
         for i in todo:
-            pending.append((i, None if i in duplicates else executor.submit(process_image, files[i], plan)))
+            fut = None if i in duplicates else executor.submit(process_image, files[i], plan,
+                                                                spool_dir / f"{i:09d}.spool", first(i))
+            pending.append((i, fut))
             while len(pending) >= 2 * workers or (i == todo[-1] and pending):
                 j, fut = pending.popleft()
-                yield j, fut.result() if fut is not None else duplicate(j)
+                result = fut.result() if fut is not None else duplicate(j)
+                yield j, result, read_spool(Path(result.spool)) if result.spool else iter(())
     finally:
         for _, fut in pending:
             if fut is not None:
@@ -410,31 +381,37 @@ def prepare_shards(cfg: ShardConfig, progress: Callable[[Progress], None] | None
 
     save(False)
 
-    plan = PatchPlan(cfg.crop, cfg.variants, cfg.png_level)
+    if cfg.scheduler:
+        from shards.cluster import prepare_on_cluster
+
+        return prepare_on_cluster(cfg, files, state, old, save, t0)
+    plan = PatchPlan(cfg.crop, cfg.variants, cfg.png_level, cfg.encoding)
     workers = cfg.workers or joblib.cpu_count()
     writer: ShardWriter | None = None
     start_image, start_patch = state.cursor
     done = 0
+    spool_dir = out / f".{cfg.name}.spool"
+    shutil.rmtree(spool_dir, ignore_errors=True)  # left by a killed run
+    spool_dir.mkdir()
     try:
-        for i, result in _results(files, start_image, plan, workers, _duplicates(files)):
+        for i, result, patches in _results(files, state.cursor, plan, workers, _duplicates(files), spool_dir):
             partial = i == start_image and start_patch > 0
             if not partial:
                 state.account(files[i], result)
             first = start_patch if partial else 0
-            if first > len(result.patches):
-                raise ShardJobError(f"{files[i].path}: now gives {len(result.patches)} patches, fewer than "
+            if first > result.count:
+                raise ShardJobError(f"{files[i].path}: now gives {result.count} patches, fewer than "
                                     f"the {first} already written; the source changed, pass --overwrite")
-            for j in range(first, len(result.patches)):
+            for j, (meta, png) in enumerate(patches, start=first):
                 if writer is None:
                     writer = ShardWriter(out / shard_name(cfg.name, len(state.shards)))
-                meta, png = result.patches[j]
                 ordinal = len(state.shards) * cfg.shard_size + writer.samples
                 key = sample_key(ordinal, meta)
-                writer.add(key, {"json": encode_json({**meta, "key": key, "index": ordinal}), "png": png})
+                writer.add(key, {"json": encode_json({**meta, "key": key, "index": ordinal}), cfg.encoding: png})
                 if writer.samples == cfg.shard_size:
                     state.shards.append(publish_shard(writer))
                     writer = None
-                    state.cursor = (i, j + 1) if j + 1 < len(result.patches) else (i + 1, 0)
+                    state.cursor = (i, j + 1) if j + 1 < result.count else (i + 1, 0)
                     save(False)
             done += 1
             if progress is not None:
@@ -447,6 +424,7 @@ def prepare_shards(cfg: ShardConfig, progress: Callable[[Progress], None] | None
     finally:
         if writer is not None:
             writer.abort()
+        shutil.rmtree(spool_dir, ignore_errors=True)
     state.cursor = (len(files), 0)
     manifest = save(True)
     new_shards = len(state.shards) - (len(old["shards"]) if old else 0)
@@ -456,3 +434,4 @@ def prepare_shards(cfg: ShardConfig, progress: Callable[[Progress], None] | None
 def publish_shard(writer: ShardWriter) -> dict:
     """Finish a full shard (rename into place) and return its manifest entry."""
     return writer.finish().as_dict()
+

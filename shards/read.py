@@ -40,8 +40,11 @@ Resume: `state_dict()` records (epoch, batches consumed). `load_state_dict()` re
 and the workers replay the skipped part of their streams without decoding images (reading the
 tar data again), so the next batch is exactly the one an uninterrupted run would have yielded,
 provided seed, world size, batch size and num_workers are unchanged (an undecodable sample in
-the skipped part shifts the position by one sample). If they changed, the epoch still yields
-N - k more batches but the samples may differ from the uninterrupted run.
+the skipped part shifts the position by one sample). If the world size or batch size changed, the
+samples consumed in the epoch are kept: k batches of B on R ranks become batch k * R * B // (R' * B')
+of the new layout (`rescaled_position`), so the epoch still ends after about T samples in all; the
+rest of that epoch comes from the new (rank, worker) layout, so which samples it holds differs from
+an uninterrupted run (some may repeat, some be missed); the next epoch follows the epoch rule.
 
 Bad shards: a missing or corrupt shard (or an undecodable sample) is logged as a warning naming
 the shard and counted in `ShardStream.bad_shards` / `bad_samples`; reading goes on with the next
@@ -224,6 +227,12 @@ class EpochDataset(IterableDataset):
                               problems)
 
 
+def rescaled_position(batch: int, state: dict, world_size: int, batch_size: int) -> int:
+    """The batch to continue at after a world-size or batch-size change: the samples consumed, in new batches."""
+    old_world, old_batch = int(state.get("world_size", world_size)), int(state.get("batch_size", batch_size))
+    return batch * old_world * old_batch // (world_size * batch_size)
+
+
 class ShardStream:
     """An infinite, resumable iterator of GT batches for one DDP rank (see the module docstring)."""
 
@@ -280,9 +289,10 @@ class ShardStream:
         for key in ("seed", "world_size", "batch_size", "num_workers", "total_samples"):
             now = self.state_dict()[key]
             if key in state and state[key] != now:
-                log.warning("data stream resumed with %s=%s (saved: %s): the position is kept, the exact "
-                            "sample order is not", key, now, state[key])
+                log.warning("data stream resumed with %s=%s (saved: %s): the samples consumed this epoch are kept, "
+                            "the exact sample order is not", key, now, state[key])
         epoch, batch = int(state["epoch"]), int(state["batch"])
+        batch = rescaled_position(batch, state, self.world_size, self.cfg.batch_size)
         if batch >= self.batches_per_epoch:
             epoch, batch = epoch + 1, 0
         self.epoch, self.batch = epoch, batch

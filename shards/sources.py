@@ -15,15 +15,18 @@ Real-ESRGAN trains on DF2K (multiscale) + OST (ref. §4.6); OST's training set k
 subfolders (animal, building, grass, mountain, plant, sky, water), which are scanned recursively.
 Files are visited in sorted order of their path so the job is deterministic; files without an
 image suffix are listed as ignored; symlinked folders are followed (each real folder once).
+Only regular files are read: a FIFO, socket or device named like an image is skipped as unreadable
+with the reason (opening a FIFO for reading would otherwise block the job forever).
 """
 
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from shards.decode import IMAGE_SUFFIXES
+from shards.decode import IMAGE_SUFFIXES, UNREADABLE, ImageSkipped
 
 DOWNLOADS = {
     "DIV2K": "DIV2K_train_HR.zip from the DIV2K page of ETH Zurich's Computer Vision Lab",
@@ -170,3 +173,30 @@ def list_source_files(dirs: list[SourceDir], root: Path) -> tuple[list[SourceFil
             else:
                 ignored.append(rel)
     return files, ignored
+
+
+_KINDS = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"), (stat.S_ISDIR, "a folder"))
+
+
+def read_regular_file(path: Path) -> bytes:
+    """The bytes of a regular file; anything else (FIFO, socket, device) raises ImageSkipped(UNREADABLE).
+
+    The file is opened with O_NONBLOCK and checked with fstat on the open descriptor: opening a FIFO
+    that way returns at once instead of waiting for a writer, and checking the descriptor (not the
+    name) leaves no window in which the name could be swapped for a FIFO between check and read.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    except OSError as exc:
+        raise ImageSkipped(UNREADABLE, f"{type(exc).__name__}: {exc.strerror or exc}") from exc
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        what = next((name for test, name in _KINDS if test(mode)), f"mode {mode:o}")
+        raise ImageSkipped(UNREADABLE, f"{what}, not a regular file; only regular files are read")
+    with os.fdopen(fd, "rb") as f:
+        try:
+            return f.read()
+        except OSError as exc:
+            raise ImageSkipped(UNREADABLE, f"{type(exc).__name__}: {exc.strerror or exc}") from exc

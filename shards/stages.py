@@ -2,15 +2,17 @@
 
     urls -> tar_samples -> shuffle -> (skip) -> gt_batches
 
-Only image members are read (`png`, `jpg`, ...); they are decoded with OpenCV, never unpickled,
-and no other member (json, pickle, ...) is decoded at all. Problems (a missing or corrupt shard, an
-undecodable sample) go to a `Problems` collector: recorded with the shard's name, or raised at
-once when it is strict.
+Only image members are read (`png`, `jpg`, ..., and raw uint8 `npy`); images are decoded with
+OpenCV and `.npy` members by parsing their header (uint8, C order, H x W x 3 only; never
+`allow_pickle`, never an object array), and no other member (json, pickle, ...) is decoded at all.
+Problems (a missing or corrupt shard, an undecodable sample) go to a `Problems` collector:
+recorded with the shard's name, or raised at once when it is strict.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import re
 import tarfile
 from collections.abc import Callable, Iterable, Iterator
@@ -21,7 +23,7 @@ import cv2
 import numpy as np
 import torch
 
-IMAGE_EXTS = ("png", "jpg", "jpeg", "webp", "ppm", "bmp")
+IMAGE_EXTS = ("png", "jpg", "jpeg", "webp", "ppm", "bmp", "npy")
 _BASE_EXT = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")  # webdataset's key/extension split
 
 
@@ -140,8 +142,36 @@ def shuffle(samples: Iterable[Sample], size: int, rng: np.random.Generator) -> I
 _RGB = getattr(cv2, "IMREAD_COLOR_RGB", None)  # OpenCV >= 4.10 decodes straight to RGB
 
 
+_NPY_MAGIC = b"\x93NUMPY"
+
+
+def decode_npy(data: bytes) -> np.ndarray | None:
+    """HWC uint8 RGB pixels of a `.npy` member, or None unless it is exactly that (no pickle, ever).
+
+    The header is parsed with numpy's format reader (a literal dict, no code) and must declare
+    uint8, C order and shape (H, W, 3) whose size matches the data, so the declared size cannot
+    exceed the bytes actually present.
+    """
+    stream = io.BytesIO(data)
+    try:
+        version = np.lib.format.read_magic(stream)
+        readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+        if version not in readers:
+            return None
+        shape, fortran, dtype = readers[version](stream, max_header_size=10_000)
+    except (ValueError, SyntaxError, EOFError):
+        return None
+    offset = stream.tell()
+    if (dtype != np.uint8 or fortran or len(shape) != 3 or shape[2] != 3 or min(shape) < 1
+            or len(data) - offset != shape[0] * shape[1] * 3):
+        return None
+    return np.frombuffer(data, np.uint8, offset=offset).reshape(shape).copy()  # writable, like OpenCV's
+
+
 def decode_image(sample: Sample) -> np.ndarray | None:
-    """HWC uint8 RGB pixels of a sample (OpenCV), or None if it cannot be decoded."""
+    """HWC uint8 RGB pixels of a sample (OpenCV; raw `.npy` by its header), or None if it cannot be decoded."""
+    if sample.image[:6] == _NPY_MAGIC:
+        return decode_npy(sample.image)
     buf = np.frombuffer(sample.image, np.uint8)
     if _RGB is not None:
         return cv2.imdecode(buf, _RGB)

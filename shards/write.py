@@ -58,6 +58,33 @@ def encode_png(rgb: np.ndarray, level: int = 3) -> bytes:
     return buf.tobytes()
 
 
+SAMPLE_ENCODINGS = ("png", "npy")  # the member extension of a patch, chosen at shard time
+
+
+def encode_npy(rgb: np.ndarray) -> bytes:
+    """Raw HWC uint8 RGB as a `.npy` file (format 1.0; numpy writes the same header for the same shape).
+
+    Decoding is a header parse and a memory copy, no decompression: several times PNG's speed per
+    core, at ~1.7x its size on photos (README, "Sample encoding"). Read back without unpickling
+    (`shards.stages.decode_npy`).
+    """
+    arr = np.ascontiguousarray(rgb, dtype=np.uint8)
+    if arr.ndim != 3 or arr.shape[2] != 3:
+        raise ValueError(f"expected an HWC RGB image, got shape {arr.shape}")
+    out = io.BytesIO()
+    np.lib.format.write_array(out, arr, version=(1, 0), allow_pickle=False)
+    return out.getvalue()
+
+
+def encode_patch(rgb: np.ndarray, encoding: str, png_level: int = 3) -> bytes:
+    """A patch in one of SAMPLE_ENCODINGS."""
+    if encoding == "png":
+        return encode_png(rgb, png_level)
+    if encoding == "npy":
+        return encode_npy(rgb)
+    raise ValueError(f"encoding must be one of {SAMPLE_ENCODINGS}, got {encoding!r}")
+
+
 def encode_json(obj: object) -> bytes:
     """Canonical JSON bytes (sorted keys, no whitespace) so metadata is byte-stable."""
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("ascii")

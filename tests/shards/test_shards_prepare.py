@@ -20,7 +20,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from shards import decode
-from shards.crop import CropConfig
+from shards.crop import CropConfig, crop_boxes
 from shards.manifest import read_manifest
 from shards.multiscale import MultiscaleConfig
 from shards.prepare import ShardConfig, ShardJobError, prepare_shards
@@ -250,7 +250,7 @@ import sys, time
 from pathlib import Path
 sys.path.insert(0, {str(REPO)!r})
 import shards.prepare as p
-from shards.crop import CropConfig
+from shards.crop import CropConfig, crop_boxes
 from shards.multiscale import MultiscaleConfig
 add = p.ShardWriter.add
 def slow_add(self, key, files):  # slow the job down so the kill lands in the middle
@@ -354,3 +354,23 @@ def test_cli_shard(dataset: Path, reference: Path, tmp_path: Path):
     empty = CliRunner().invoke(main, ["shard", "--src", "mine", "--root", str(tmp_path / "empty"), "--out",
                                       str(tmp_path / "z")])
     assert empty.exit_code != 0 and "no image files" in empty.output and "mine" in empty.output
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes need a POSIX system")
+@pytest.mark.parametrize("workers", [1, 2])
+def test_fifo_named_png_is_skipped_not_waited_on(tmp_path: Path, synth, workers: int):
+    photos = tmp_path / "root" / "photos"
+    synth.write_rgb(photos / "a.png", synth.synthetic_rgb(200, 200, 1))
+    os.mkfifo(photos / "b.png")  # no process ever writes to it
+    # An alarm turns the old behaviour (open() waiting for a writer forever) into a failure, not a hung suite.
+    previous = signal.signal(signal.SIGALRM, lambda *_: pytest.fail("shard blocked on a FIFO"))
+    signal.alarm(60)
+    try:
+        report = prepare_shards(config(tmp_path / "root", tmp_path / "out", src="photos", workers=workers))
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    m = report.manifest
+    assert m["counts"]["skipped"] == {decode.UNREADABLE: 1} and m["totals"]["used"] == 1
+    assert m["skipped"][0]["path"] == "photos/b.png" and "FIFO" in m["skipped"][0]["detail"]
+    assert m["totals"]["samples"] == len(crop_boxes(200, 200, CropConfig(*CROP))) > 0

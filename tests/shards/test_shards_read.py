@@ -129,6 +129,24 @@ def test_changed_workers_keeps_position_and_warns(make_shards, caplog):
     assert len(list(stream.epoch_batches(0, skip=5))) == 8 - 5
 
 
+@pytest.mark.parametrize("old_world, new_world, batch", [(2, 1, 3), (1, 2, 5), (2, 3, 4)])
+def test_world_size_change_keeps_the_samples_consumed(make_shards, old_world, new_world, batch, caplog):
+    """2 -> 1 process after k batches of B on R ranks: continue at k*R//R', and the epoch ends after ~T samples."""
+    folder, _ = make_shards([6] * 8)  # T = 48
+    cfg = LoaderConfig(str(folder), batch_size=3, patch_size=24, num_workers=0, seed=1)
+    old = ShardStream(cfg, 0, old_world)  # N = 48 // (R * 3) batches per rank
+    state = {**old.state_dict(), "batch": batch}
+    new = ShardStream(cfg, 0, new_world)
+    with caplog.at_level(logging.WARNING, logger="shards.read"):
+        new.load_state_dict(state)
+    assert f"world_size={new_world} (saved: {old_world})" in caplog.text
+    consumed = batch * old_world * 3  # samples the old run took this epoch, over all its ranks
+    assert (new.epoch, new.batch) == (0, consumed // (new_world * 3))
+    left = sum(len(b.keys) for b in itertools.islice(new, new.batches_per_epoch - new.batch)) * new_world
+    assert abs(consumed + left - 48) < new_world * 3  # the epoch holds T samples, up to one global batch
+    assert new.epoch == 0 and new.batch == new.batches_per_epoch  # and no more: the next batch starts epoch 1
+
+
 @pytest.mark.parametrize("rot", [False, True])
 def test_gt_patch_pad_crop_and_flips_match_numpy(rot):
     rng = np.random.default_rng(0)

@@ -1,12 +1,14 @@
-"""Named dataset layouts, custom folders and the not-found error."""
+"""Named dataset layouts, custom folders, the not-found error and reading only regular files."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
-from shards.sources import SourceNotFound, list_source_files, resolve_sources
+from shards.decode import UNREADABLE, ImageSkipped
+from shards.sources import SourceNotFound, list_source_files, read_regular_file, resolve_sources
 
 
 def touch(root: Path, *rels: str) -> Path:
@@ -105,3 +107,18 @@ def test_not_found_lists_paths_and_downloads(tmp_path: Path):
         resolve_sources("nothere", tmp_path)
     with pytest.raises(ValueError, match="empty part"):
         resolve_sources("DF2K++OST", tmp_path)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes need a POSIX system")
+def test_only_regular_files_are_read(tmp_path: Path):
+    (tmp_path / "ok.png").write_bytes(b"\x89PNG data")
+    os.mkfifo(tmp_path / "pipe.png")
+    assert read_regular_file(tmp_path / "ok.png") == b"\x89PNG data"
+    # No writer ever opens the FIFO: a plain open() would block here forever.
+    with pytest.raises(ImageSkipped, match="FIFO .*not a regular file") as info:
+        read_regular_file(tmp_path / "pipe.png")
+    assert info.value.kind == UNREADABLE
+    with pytest.raises(ImageSkipped, match="a folder") as info:
+        read_regular_file(tmp_path)
+    with pytest.raises(ImageSkipped, match="FileNotFoundError") as info:
+        read_regular_file(tmp_path / "gone.png")
