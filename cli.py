@@ -5,15 +5,57 @@ Run `python cli.py --help` for the list of commands.
 
 from __future__ import annotations
 
+import errno
+import os
 import sys
 from pathlib import Path
 
 import click
 
-REPO_ROOT = Path(__file__).resolve().parent
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """The project's error types: each says what is wrong and how to fix it, so no traceback is shown."""
+    from pipelines.checkpoint import CheckpointError
+    from pipelines.train import TrainingDiverged
+    from shards.prepare import ShardJobError
+    from shards.stages import ShardReadError
+
+    return (ValueError, OSError, ModuleNotFoundError, TrainingDiverged, ShardReadError, ShardJobError, CheckpointError)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110, "terminal_width": 110})
+class _Main(click.Group):
+    """Project errors become one line on stderr and exit code 2 (``ESRGAN_KIT_TRACEBACK=1`` shows the traceback)."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except click.exceptions.Exit:
+            raise
+        except click.ClickException:
+            raise
+        except _user_errors() as error:
+            if os.environ.get("ESRGAN_KIT_TRACEBACK"):
+                raise
+            click.echo(f"error: {one_line(error)}", err=True)
+            ctx.exit(2)
+
+
+def one_line(error: BaseException) -> str:
+    """``error`` as one line; an OSError names its file and, when the disk is full, the fix."""
+    if isinstance(error, OSError) and not str(error).strip(" :"):
+        text = type(error).__name__
+    elif isinstance(error, OSError) and error.strerror and not isinstance(error, FileNotFoundError | FileExistsError):
+        where = f" writing {error.filename}" if error.filename else ""
+        text = f"{error.strerror}{where}"
+        if error.errno == errno.ENOSPC:
+            text += ": free disk space (or choose an output on another disk) and rerun; finished work is kept"
+    else:
+        text = str(error) or type(error).__name__
+    return " ".join(text.split())
+
+
+@click.group(cls=_Main,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110, "terminal_width": 110})
 def main() -> None:
     """Train real-world blind super-resolution models the Real-ESRGAN way."""
 
@@ -107,20 +149,16 @@ def preview_degradations(images, count, seed, config_path, order, scale, overrid
               help="Override a config key, e.g. --set data.batch_size=8 (repeatable; values are TOML literals).")
 @click.option("--init-from", help="Initial G weights: a .pth (official or ours), an ncnn .param, or a builtin name.")
 @click.option("--resume", is_flag=True, help="Continue from the latest checkpoint of the run directory.")
+@click.option("--overwrite", is_flag=True, help="Start afresh in a run_dir that holds a previous run, deleting it.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-def train(stage, config_path, overrides, init_from, resume, device):
+def train(stage, config_path, overrides, init_from, resume, overwrite, device):
     """Train a stage on one process, or on many under torchrun (see README)."""
-    from degrade.tomlio import ConfigError
-    from pipelines.train import TrainingDiverged
     from pipelines.train import train as run_training
     from pipelines.train_config import load_train_config
 
     extra = [f"init_from={_toml_string(init_from)}"] if init_from else []
-    try:
-        config = load_train_config(stage, config_path, [*overrides, *extra])
-        result = run_training(config, resume=resume, device=None if device == "auto" else device)
-    except (ConfigError, FileNotFoundError, TrainingDiverged) as error:
-        raise click.ClickException(str(error)) from error
+    config = load_train_config(stage, config_path, [*overrides, *extra])  # errors: one line, exit 2 (see _Main)
+    result = run_training(config, resume=resume, device=None if device == "auto" else device, overwrite=overwrite)
     click.echo(f"{'stopped' if result.interrupted else 'finished'} at iteration {result.iteration}; "
                f"weights in {result.run_dir / 'models'}")
 

@@ -36,6 +36,7 @@ from pipelines.checkpoint import checkpoint_path, latest_checkpoint, load_checkp
 from pipelines.dist import DistInfo, cleanup_distributed, mean_over_ranks, setup_distributed
 from pipelines.metrics import MetricsWriter
 from pipelines.pool import TrainingPairPool
+from pipelines.safety import check_init_report, check_run_dir, clear_run_dir
 from pipelines.steps import discriminator_step, generator_step, make_training_pair
 from pipelines.train_config import PERCEPTUAL_LAYERS, ConfigError, TrainConfig
 from pipelines.validate import read_pairs, save_grid, validate
@@ -127,6 +128,7 @@ def _init_weights(cfg: TrainConfig, net_g, log) -> None:
         return
     state, source = load_generator_state_dict(cfg.init_from, prefer=(cfg.init_key, "params_ema", "params"))
     report = load_into(net_g, state, strict=False)
+    check_init_report(report, source)  # hook: pipelines/safety.py
     log(f"initialised G from {source}: {report.summary()}")
 
 
@@ -154,11 +156,15 @@ def _log_line(it: int, total: int, logs: dict, lr: float, rate: float, wait_shar
 
 
 def train(cfg: TrainConfig, *, resume: bool = False, device: str | None = None, stop_at: int | None = None,
-          log=print) -> TrainResult:
-    """Run (or resume) a training stage. ``stop_at`` stops early after that iteration, with a checkpoint."""
+          log=print, overwrite: bool = False) -> TrainResult:
+    """Run (or resume) a training stage. ``stop_at`` stops early after that iteration, with a checkpoint.
+
+    A fresh run (no ``resume``) refuses a ``run_dir`` that holds a previous run unless ``overwrite``.
+    """
     info = setup_distributed(device)
     try:
-        return _train(cfg, info, resume, stop_at, log if info.is_main else (lambda *_: None))
+        check_run_dir(Path(cfg.run_dir), resume=resume, overwrite=overwrite)  # hook: pipelines/safety.py
+        return _train(cfg, info, resume, stop_at, log if info.is_main else (lambda *_: None), overwrite)
     finally:
         cleanup_distributed()
 
@@ -175,7 +181,8 @@ def _check_shards(spec: str) -> None:
                                 f"--src ... --out {spec}` or point data.shards at a shard folder")
 
 
-def _train(cfg: TrainConfig, info: DistInfo, resume: bool, stop_at: int | None, log) -> TrainResult:
+def _train(cfg: TrainConfig, info: DistInfo, resume: bool, stop_at: int | None, log,
+           overwrite: bool = False) -> TrainResult:
     run_dir = Path(cfg.run_dir)
     dev = info.device
     on_cuda = dev.type == "cuda"
@@ -230,6 +237,9 @@ def _train(cfg: TrainConfig, info: DistInfo, resume: bool, stop_at: int | None, 
         stream.load_state_dict(checkpoint["data"])
         start = int(checkpoint["iter"])
     if info.is_main:
+        if overwrite and not resume:  # hook: pipelines/safety.py (every check above has passed)
+            for path in clear_run_dir(run_dir):
+                log(f"--overwrite: removed {path}")
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.toml").write_text(cfg.to_toml(), encoding="utf-8")
     metrics = MetricsWriter(run_dir / "metrics.jsonl")

@@ -26,9 +26,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
+from shards.atomic import write_bytes_atomic
 from shards.write import file_sha256
 
 FORMAT = "esrgan-kit-shards"
@@ -51,15 +51,10 @@ def digest(obj: object) -> str:
 
 
 def write_manifest(folder: Path, manifest: dict) -> Path:
-    """Write manifest.json atomically (temporary file + fsync + os.replace)."""
+    """Write manifest.json atomically (``shards.atomic``: temporary file + fsync + os.replace)."""
     path = Path(folder) / MANIFEST_NAME
-    tmp = path.with_name(MANIFEST_NAME + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(manifest, f, indent=1, sort_keys=True)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    text = json.dumps(manifest, indent=1, sort_keys=True) + "\n"
+    write_bytes_atomic(path, text.encode("utf-8"), fsync=True)
     return path
 
 

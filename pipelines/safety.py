@@ -1,0 +1,118 @@
+"""Guards that keep a training run from losing work or training on the wrong thing.
+
+* ``check_run_dir`` / ``clear_run_dir``: a fresh run (no ``--resume``) never writes into a ``run_dir``
+  that already holds a run, unless asked to replace it (``--overwrite``), in which case the old run's
+  files are removed first, so a later ``--resume`` cannot pick up the old run's higher-numbered checkpoints.
+* ``check_init_report``: ``--init-from`` weights that fit too little of the model (another architecture,
+  another size, random keys) stop the run instead of training from random weights.
+* ``prune_checkpoints``: keep the newest ``keep`` checkpoints (never the latest one).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from degrade.tomlio import ConfigError
+
+__all__ = ["RUN_FILES", "check_run_dir", "clear_run_dir", "check_init_report", "INIT_MIN_SHARE",
+           "prune_checkpoints"]
+
+# What a training run writes into its run_dir (pipelines/train.py); nothing else is ever removed.
+RUN_FILES = ("checkpoints", "models", "val", "metrics.jsonl", "config.toml")
+# --init-from must fill at least this share of the model's tensors, and use this share of the file's:
+# x4 -> x2 weights skip only conv_first (1 of 42+ tensors); a compact model or random keys fill none.
+INIT_MIN_SHARE = 0.5
+
+
+def _existing_run(run_dir: Path) -> list[str]:
+    found = []
+    checkpoints = run_dir / "checkpoints"
+    if checkpoints.is_dir() and (count := sum(1 for p in checkpoints.iterdir() if p.suffix == ".pt")):
+        found.append(f"{count} checkpoint{'s' if count != 1 else ''}")
+    found += [name for name in ("models/net_g_latest.pth", "config.toml", "metrics.jsonl")
+              if (run_dir / name).exists()]
+    return found
+
+
+def check_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
+    """Refuse a fresh run into a run_dir that holds a previous run, unless ``overwrite``."""
+    if resume or overwrite:
+        return
+    found = _existing_run(run_dir)
+    if found:
+        raise ConfigError(f"run_dir {run_dir} already holds a run ({', '.join(found)}): continue it with --resume, "
+                          f"choose a new run_dir (--set run_dir=...), or pass --overwrite to replace it")
+
+
+def clear_run_dir(run_dir: Path) -> list[Path]:
+    """Remove what a previous run wrote (``RUN_FILES`` only); returns the removed paths."""
+    removed = []
+    for name in RUN_FILES:
+        path = run_dir / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
+        else:
+            continue
+        removed.append(path)
+    return removed
+
+
+def check_init_report(report, source: str) -> None:
+    """Stop when ``--init-from`` fitted too little of the model (``report``: models.weights.LoadReport).
+
+    Generic on the load report, so it holds for any architecture the weights loader recognises: the
+    share of the model's tensors that were loaded, and the share of the file's tensors that were used.
+    """
+    loaded = len(report.loaded)
+    model_total = loaded + len(report.skipped) + len(report.missing)
+    file_total = loaded + len(report.skipped) + len(report.unexpected)
+    if model_total == 0:
+        return
+    if loaded < INIT_MIN_SHARE * model_total or loaded < INIT_MIN_SHARE * file_total:
+        raise ConfigError(
+            f"init_from {source}: only {loaded} of the model's {model_total} tensors loaded ({file_total} in the "
+            f"file) -- these weights are for another architecture or size; set network.* to match them "
+            f"or use an RRDBNet checkpoint ({report.summary()[:300]})")
+
+
+def best_validated_iteration(metrics_path: Path) -> int | None:
+    """The iteration with the highest validation PSNR in ``metrics.jsonl`` (None without validation)."""
+    import json
+
+    best: tuple[float, int] | None = None
+    if not metrics_path.is_file():
+        return None
+    for line in metrics_path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:  # a line cut by a crash
+            continue
+        score = record.get("val", {}).get("psnr") if isinstance(record.get("val"), dict) else None
+        if isinstance(score, int | float) and (best is None or score > best[0]):
+            best = (float(score), int(record["iter"]))
+    return None if best is None else best[1]
+
+
+def prune_checkpoints(run_dir: Path, keep: int, best_iter: int | None = None) -> list[Path]:
+    """Delete all but the newest ``keep`` checkpoints; the latest one and ``best_iter``'s are never deleted.
+
+    ``keep = 0`` keeps everything. Returns the deleted paths.
+    """
+    from pipelines.checkpoint import checkpoint_iterations
+
+    if keep <= 0:
+        return []
+    found = checkpoint_iterations(run_dir)
+    if not found:
+        return []
+    newest = {it for it, _ in found[-keep:]} | {found[-1][0]}
+    deleted = []
+    for iteration, path in found:
+        if iteration in newest or iteration == best_iter:
+            continue
+        path.unlink(missing_ok=True)
+        deleted.append(path)
+    return deleted

@@ -1,0 +1,161 @@
+"""Hardening of training (issue 14): nothing lost, nothing silently wrong, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from cli import main
+from models.rrdbnet import RRDBNet
+from models.weights import export_generator
+from pipelines import safety
+from pipelines.checkpoint import checkpoint_iterations, latest_checkpoint, load_checkpoint, save_atomic
+from pipelines.train import train
+from pipelines.train_config import ConfigError, load_train_config
+from tests.conftest import REPO_ROOT, SAMPLES_DIR
+
+TINY = [
+    "data.batch_size=2", "data.patch_size=64", "data.gt_size=32", "data.num_workers=0", "data.shuffle_buffer=8",
+    "network.num_feat=8", "network.num_block=1", "network.num_grow_ch=4", "network.disc_num_feat=8",
+    "queue_size=4", "total_iter=3", "log_every=1", "checkpoint_every=100", "loss.perceptual_weights=random",
+]
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    out = tmp_path_factory.mktemp("shards")
+    result = CliRunner().invoke(main, ["shard", "--src", str(SAMPLES_DIR), "--root", str(REPO_ROOT), "--out", str(out),
+                                       "--crop-size", "128", "--step", "128", "--min-size", "64",
+                                       "--shard-size", "17", "--workers", "1"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def _config(shards, run_dir, *extra, stage="net"):
+    return load_train_config(stage, None, [*TINY, f"data.shards='{shards}'", f"run_dir='{run_dir}'", *extra])
+
+
+def _quiet(*_):
+    pass
+
+
+def _cli_train(shards, run_dir, *extra):
+    args = ["train", "--stage", "net", "--device", "cpu"]
+    for item in [*TINY, f"data.shards='{shards}'", f"run_dir='{run_dir}'"]:
+        args += ["--set", item]
+    return CliRunner().invoke(main, [*args, *extra])
+
+
+# ---------------------------------------------------------------- item 1: a fresh run never overwrites a run
+
+
+def test_fresh_run_into_an_existing_run_dir_is_refused_and_loses_nothing(tmp_path, shards):
+    run = tmp_path / "run"
+    train(_config(shards, run), device="cpu", log=_quiet)
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    with pytest.raises(ConfigError, match=r"already holds a run \(1 checkpoint.*--resume.*new run_dir.*--overwrite"):
+        train(_config(shards, run, "total_iter=2", "optim.lr_g=1e-3"), device="cpu", log=_quiet)
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+    # the refused attempt did not break --resume of the original run
+    resumed = train(_config(shards, run, "total_iter=4"), device="cpu", resume=True, log=_quiet)
+    assert resumed.iteration == 4
+
+
+def test_overwrite_replaces_the_previous_run_entirely(tmp_path, shards):
+    run = tmp_path / "run"
+    train(_config(shards, run, "total_iter=3"), device="cpu", log=_quiet)
+    (run / "notes.txt").write_text("mine")  # not the run's: never removed
+    lines = []
+    train(_config(shards, run, "total_iter=2"), device="cpu", overwrite=True, log=lines.append)
+    assert [it for it, _ in checkpoint_iterations(run)] == [2]  # the old iteration-3 checkpoint is gone
+    assert load_checkpoint(latest_checkpoint(run))["iter"] == 2
+    assert [json.loads(line)["iter"] for line in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+    assert (run / "notes.txt").read_text() == "mine"
+    assert any("--overwrite: removed" in line for line in lines)
+
+
+def test_cli_refuses_with_one_line_and_exit_2_then_overwrite_works(tmp_path, shards):
+    run = tmp_path / "run"
+    assert _cli_train(shards, run, "--set", "total_iter=1").exit_code == 0
+    again = _cli_train(shards, run, "--set", "total_iter=1")
+    assert again.exit_code == 2, again.output
+    assert "already holds a run" in again.output and "Traceback" not in again.output
+    assert len(again.output.strip().splitlines()) == 1
+    assert _cli_train(shards, run, "--set", "total_iter=1", "--overwrite").exit_code == 0
+
+
+def test_an_empty_run_dir_is_a_fresh_run(tmp_path, shards):
+    (tmp_path / "run").mkdir()
+    assert train(_config(shards, tmp_path / "run", "total_iter=1"), device="cpu", log=_quiet).iteration == 1
+
+
+# ---------------------------------------------------------------- item 3: --init-from that does not fit
+
+
+def _tiny_net(scale=4, blocks=1):
+    return RRDBNet(3, 3, scale, 8, blocks, 4, generator=torch.Generator().manual_seed(1))
+
+
+@pytest.mark.parametrize("kind", ["compact", "random_keys", "bigger_model"])
+def test_init_from_weights_of_another_architecture_stops_before_training(tmp_path, shards, kind):
+    path = tmp_path / "w.pth"
+    if kind == "compact":  # SRVGGNetCompact's key layout: body.N.weight / body.N.bias
+        state = {f"body.{i}.weight": torch.randn(8, 8, 3, 3) for i in range(0, 10, 2)}
+        state.update({f"body.{i}.bias": torch.randn(8) for i in range(0, 10, 2)})
+        torch.save({"params": state}, path)
+    elif kind == "random_keys":
+        torch.save({"params": {"a.weight": torch.ones(3), "b.bias": torch.zeros(2)}}, path)
+    else:  # an RRDBNet with 6 blocks into the 1-block model: the file is mostly unused
+        export_generator(path, _tiny_net(blocks=6))
+    with pytest.raises(ConfigError, match=r"init_from .*w\.pth.*tensors loaded.*another architecture"):
+        train(_config(shards, tmp_path / "run", f"init_from='{path}'"), device="cpu", log=_quiet)
+    assert not (tmp_path / "run").exists()
+
+
+def test_init_from_x4_weights_into_x2_still_loads_everything_but_conv_first(tmp_path, shards):
+    path = tmp_path / "x4.pth"
+    export_generator(path, _tiny_net(scale=4))
+    lines = []
+    train(_config(shards, tmp_path / "run", f"init_from='{path}'", "total_iter=1", "scale=2", "degradation.scale=2"),
+          device="cpu", log=lines.append)
+    assert any("initialised G from" in line and "skipped (shape differs): conv_first.weight" in line
+               for line in lines)
+
+
+def test_check_init_report_thresholds():
+    from models.weights import LoadReport
+
+    ok = LoadReport(loaded=tuple(f"k{i}" for i in range(41)), skipped={"conv_first.weight": ((8, 3), (8, 12))})
+    safety.check_init_report(ok, "x")  # 41 of 42: fine
+    with pytest.raises(ConfigError, match="only 0 of the model's 42 tensors"):
+        safety.check_init_report(LoadReport(loaded=(), missing=tuple(f"k{i}" for i in range(42))), "x")
+
+
+# ---------------------------------------------------------------- item 13: checkpoints and weights files
+
+
+def test_checkpoint_and_weights_files_keep_the_umask_mode_and_leave_no_tmp_on_failure(tmp_path, monkeypatch):
+    previous = os.umask(0o022)
+    try:
+        export_generator(tmp_path / "models" / "net_g_latest.pth", _tiny_net())
+        save_atomic({"iter": 1}, tmp_path / "checkpoints" / "iter_00000001.pt")
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((tmp_path / "models" / "net_g_latest.pth").stat().st_mode) == 0o644  # not mkstemp's 0600
+    assert stat.S_IMODE((tmp_path / "checkpoints" / "iter_00000001.pt").stat().st_mode) == 0o644
+
+    def full(*_args, **_kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full)
+    with pytest.raises(OSError, match="No space left"):
+        save_atomic({"iter": 2}, tmp_path / "checkpoints" / "iter_00000002.pt")
+    with pytest.raises(OSError, match="No space left"):
+        export_generator(tmp_path / "models" / "net_g_latest.pth", _tiny_net())
+    leftovers = sorted(p.name for p in tmp_path.rglob("*") if p.is_file())
+    assert leftovers == ["iter_00000001.pt", "net_g_latest.pth"]
