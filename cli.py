@@ -246,8 +246,9 @@ def quickstart(out, net_iters, gan_iters, from_scratch, smallest, seed):
 @click.option("-r", "--recursive", is_flag=True, help="Scan input folders recursively (subfolders mirrored in OUT).")
 @click.option("--threads", default=0, show_default=True, help="CPU threads (0: torch's default).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
+@click.option("--overwrite", is_flag=True, help="Replace existing outputs (default: keep them and skip the input).")
 def upscale(inputs, out, weights, suffix, ext, outscale, tile, tile_overlap, tile_batch, pre_pad, alpha_upsampler,
-            device, half, recursive, threads, quiet):
+            device, half, recursive, threads, quiet, overwrite):
     """Upscale images or folders with seam-free tiles; exit code 1 if any input failed (see README)."""
     from pipelines.upscale import UpscaleConfig, upscale_files
 
@@ -255,7 +256,8 @@ def upscale(inputs, out, weights, suffix, ext, outscale, tile, tile_overlap, til
         config = UpscaleConfig(tuple(inputs), out, weights, suffix=suffix, ext=ext, outscale=outscale,
                                alpha_upsampler=alpha_upsampler, tile=tile, tile_overlap=tile_overlap,
                                tile_batch=tile_batch, pre_pad=pre_pad, device=device, half=half,
-                               recursive=recursive, threads=threads, progress=not quiet)
+                               recursive=recursive, threads=threads, progress=not quiet,
+                               overwrite=overwrite)
         summary = upscale_files(config)
     except (ValueError, FileNotFoundError, ModuleNotFoundError) as error:
         raise click.ClickException(str(error)) from error

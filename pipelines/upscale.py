@@ -12,6 +12,8 @@ tiling itself is ``pipelines.tiling``. Deliberate differences from the reference
 * 16-bit results asked for as JPEG / WebP (8-bit formats) are written as PNG, as RGBA ones are.
 * Outputs are written atomically (temporary file + ``os.replace``); one unreadable input is reported
   and skipped instead of stopping the run.
+* An existing output is kept, not overwritten, unless ``--overwrite`` (the input is counted as kept);
+  an output that would be the input itself is an error even with ``--overwrite``.
 """
 
 from __future__ import annotations
@@ -64,6 +66,7 @@ class UpscaleConfig:
     recursive: bool = False
     threads: int = 0  # 0: torch's default (the physical cores)
     progress: bool = True
+    overwrite: bool = False  # replace existing outputs (an output is never the input itself, even then)
 
     def __post_init__(self) -> None:
         if not self.inputs:
@@ -85,10 +88,12 @@ class UpscaleSummary:
     written: list[tuple[Path, Path]] = field(default_factory=list)
     failed: list[tuple[Path, str]] = field(default_factory=list)
     seconds: float = 0.0
+    kept: list[tuple[Path, Path]] = field(default_factory=list)  # outputs that existed: not overwritten
 
     def line(self) -> str:
-        return (f"{len(self.written)} written, {len(self.failed)} failed "
-                f"({len(self.written) + len(self.failed)} inputs, {self.seconds:.1f} s)")
+        kept = f", {len(self.kept)} kept (output exists; --overwrite replaces)" if self.kept else ""
+        total = len(self.written) + len(self.failed) + len(self.kept)
+        return f"{len(self.written)} written, {len(self.failed)} failed{kept} ({total} inputs, {self.seconds:.1f} s)"
 
 
 # ---------------------------------------------------------------- model
@@ -113,10 +118,20 @@ def build_model(weights: str, device: torch.device, half: bool = False) -> tuple
         raise ValueError(f"{weights}: {error}") from error
     if spec.num_in_ch != 3 or spec.num_out_ch != 3:
         raise ValueError(f"{weights}: upscale needs an RGB model (3 in, 3 out channels), got {spec}")
+    check_finite_weights(state_dict, weights)
     model = RRDBNet.from_spec(spec)
     load_into(model, state_dict, strict=True)
     return (prepare_model(model, device, half),
             f"{description}: RRDBNet x{spec.scale}, {spec.num_block} blocks, {spec.num_feat} features")
+
+
+def check_finite_weights(state_dict: dict[str, torch.Tensor], weights: str) -> None:
+    """ValueError naming the first tensor holding NaN or infinity (a diverged run or a corrupt file)."""
+    for key, tensor in state_dict.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise ValueError(f"{weights}: tensor {key} holds {bad} NaN/infinite values; the weights come from a "
+                             f"diverged run or a corrupt file: use an earlier checkpoint's weights")
 
 
 def prepare_model(model: nn.Module, device: torch.device, half: bool = False) -> nn.Module:
@@ -196,6 +211,8 @@ def run_model(model: nn.Module, rgb: np.ndarray, state: TileState, on_tile: Tile
     tensor = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))[None]
     out, state.tile, state.batch = upscale_tensor(model, tensor, state.tile, state.overlap, state.batch,
                                                   state.pre_pad, on_tile, log)
+    if not bool(torch.isfinite(out).all()):  # clamp and rounding would turn NaN into a plausible-looking image
+        raise ValueError("the model produced NaN/infinite values (NaN weights, or fp16 overflow: drop --half)")
     return out[0].permute(1, 2, 0).numpy()
 
 
@@ -362,6 +379,10 @@ def upscale_files(config: UpscaleConfig, stream: TextIO | None = None,
         progress.start(path.name)
         try:
             target = _upscale_one(model, path, subfolder, config, state, claimed, progress)
+        except OutputExists as kept:
+            summary.kept.append((path, kept.target))
+            progress.finish(f"kept {kept.target} (exists; --overwrite replaces it)", True)
+            continue
         except (ValueError, OSError, RuntimeError, cv2.error) as error:
             summary.failed.append((path, str(error)))
             progress.finish(f"FAILED: {error}" if str(path) in str(error) else f"FAILED {path}: {error}", True)
@@ -373,6 +394,23 @@ def upscale_files(config: UpscaleConfig, stream: TextIO | None = None,
     return summary
 
 
+class OutputExists(Exception):
+    """An output file exists and ``--overwrite`` was not given: the input is skipped and counted as kept."""
+
+    def __init__(self, target: Path) -> None:
+        super().__init__(f"{target} exists")
+        self.target = target
+
+
+def check_target(path: Path, target: Path, overwrite: bool) -> None:
+    """Never write over the input itself; write over an existing output only with ``overwrite``."""
+    if target.exists() and target.resolve() == path.resolve():
+        raise ValueError(f"{path}: the output name is the input itself (-o is its folder and --suffix is empty); "
+                         f"choose another -o folder or a non-empty --suffix")
+    if (target.exists() or target.is_symlink()) and not overwrite:
+        raise OutputExists(target)
+
+
 def _upscale_one(model: nn.Module, path: Path, subfolder: Path, config: UpscaleConfig, state: TileState,
                  claimed: dict[Path, Path], progress: Progress) -> Path:
     if not path.is_file():
@@ -382,6 +420,7 @@ def _upscale_one(model: nn.Module, path: Path, subfolder: Path, config: UpscaleC
     target = config.out / subfolder / f"{name}{output_suffix(path, config.ext, image_mode(image), image.dtype)}"
     if target in claimed:  # two inputs that map to one output name: keep the first
         raise ValueError(f"output {target} was already written for {claimed[target]} in this run")
+    check_target(path, target, config.overwrite)
     out, _ = enhance(model, image, state, config.alpha_upsampler, config.outscale,
                      on_tile=progress.tiles, log=progress.message)
     write_image_atomic(target, out)
