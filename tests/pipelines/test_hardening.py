@@ -159,3 +159,44 @@ def test_checkpoint_and_weights_files_keep_the_umask_mode_and_leave_no_tmp_on_fa
         export_generator(tmp_path / "models" / "net_g_latest.pth", _tiny_net())
     leftovers = sorted(p.name for p in tmp_path.rglob("*") if p.is_file())
     assert leftovers == ["iter_00000001.pt", "net_g_latest.pth"]
+
+
+# ---------------------------------------------------------------- item 4: validation sets that are not pairs
+
+
+def _pair_shard(path, n=3):
+    import io
+    import tarfile
+
+    import cv2
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    with tarfile.open(path, "w") as tar:
+        for i in range(n):
+            for kind, size in (("gt", 32), ("lq", 8)):
+                data = cv2.imencode(".png", rng.integers(0, 256, (size, size, 3), dtype=np.uint8))[1].tobytes()
+                info = tarfile.TarInfo(f"{i:04d}.{kind}.png")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+
+
+def test_val_shards_of_plain_gt_shards_is_an_error_not_a_silent_skip(tmp_path, shards):
+    from pipelines.validate import read_pairs
+
+    with pytest.raises(ValueError, match=r"no KEY\.gt\.png \+ KEY\.lq\.png pairs, found \d+ plain images.*degrade"):
+        read_pairs(str(shards))
+    with pytest.raises(ValueError, match="no KEY.gt.png"):
+        train(_config(shards, tmp_path / "run", f"val_shards='{shards}'"), device="cpu", log=_quiet)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_truncated_pair_shard_is_named(tmp_path):
+    from pipelines.validate import read_pairs
+
+    _pair_shard(tmp_path / "pairs-000000.tar")
+    assert len(read_pairs(str(tmp_path))) == 3
+    data = (tmp_path / "pairs-000000.tar").read_bytes()
+    (tmp_path / "pairs-000000.tar").write_bytes(data[: 512 + 50])  # cut inside the first member
+    with pytest.raises(ValueError, match=r"validation shard .*pairs-000000\.tar is corrupt or truncated"):
+        read_pairs(str(tmp_path))
