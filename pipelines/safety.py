@@ -116,3 +116,32 @@ def prune_checkpoints(run_dir: Path, keep: int, best_iter: int | None = None) ->
         path.unlink(missing_ok=True)
         deleted.append(path)
     return deleted
+
+
+def _flatten(data: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def changed_config_keys(saved: dict, now: dict, defaults: dict, allowed: set[str]) -> list[str]:
+    """Dotted keys whose value differs between a checkpoint's config and this run's.
+
+    A key the checkpoint does not have (added to the toolkit after it was written) counts as
+    unchanged while this run keeps its default, so an old run stays resumable. ``allowed`` holds
+    keys (or top-level tables) that may change.
+    """
+    old, new, base = _flatten(saved), _flatten(now), _flatten(defaults)
+    changed = []
+    for key in sorted(set(old) | set(new)):
+        if key in allowed or key.split(".")[0] in allowed:
+            continue
+        if key not in old and key in base and new.get(key) == base[key]:
+            continue
+        if old.get(key) != new.get(key):
+            changed.append(key)
+    return changed

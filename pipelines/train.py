@@ -36,16 +36,17 @@ from pipelines.checkpoint import checkpoint_path, latest_checkpoint, load_checkp
 from pipelines.dist import DistInfo, cleanup_distributed, mean_over_ranks, setup_distributed
 from pipelines.metrics import MetricsWriter
 from pipelines.pool import TrainingPairPool
-from pipelines.safety import check_init_report, check_run_dir, clear_run_dir
+from pipelines.safety import changed_config_keys, check_init_report, check_run_dir, clear_run_dir
 from pipelines.steps import discriminator_step, generator_step, make_training_pair
-from pipelines.train_config import PERCEPTUAL_LAYERS, ConfigError, TrainConfig
+from pipelines.train_config import PERCEPTUAL_LAYERS, ConfigError, TrainConfig, stage_defaults
 from pipelines.validate import read_pairs, save_grid, validate
 from shards.read import LoaderConfig, ShardStream
 
 __all__ = ["train", "TrainResult", "learning_rate", "TrainingDiverged"]
 
 # Keys that may change when resuming (they do not alter what is computed).
-RESUMABLE_CHANGES = {"total_iter", "log_every", "checkpoint_every", "val_every", "val_shards", "val_max_images"}
+RESUMABLE_CHANGES = {"total_iter", "log_every", "checkpoint_every", "val_every", "val_shards", "val_max_images",
+                     "keep_checkpoints", "data.max_pixels"}
 
 
 class TrainingDiverged(RuntimeError):
@@ -142,8 +143,7 @@ def _perceptual(cfg: TrainConfig, device: torch.device) -> PerceptualLoss | None
 
 
 def _check_resume_config(saved: dict, cfg: TrainConfig) -> None:
-    now = cfg.to_dict()
-    changed = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k) and k not in RESUMABLE_CHANGES)
+    changed = changed_config_keys(saved, cfg.to_dict(), stage_defaults(cfg.stage), RESUMABLE_CHANGES)  # safety.py
     if changed:
         raise ConfigError(f"cannot resume: the config differs from the checkpoint's in {', '.join(changed)}; "
                           f"use the saved {cfg.run_dir}/config.toml or start a new run_dir")
@@ -191,7 +191,7 @@ def _train(cfg: TrainConfig, info: DistInfo, resume: bool, stop_at: int | None, 
     stream = ShardStream(LoaderConfig(cfg.data.shards, batch_size=cfg.data.batch_size, patch_size=cfg.data.patch_size,
                                       shuffle_buffer=cfg.data.shuffle_buffer, hflip=cfg.data.hflip, rot=cfg.data.rot,
                                       num_workers=cfg.data.num_workers, seed=cfg.seed, strict=cfg.data.strict,
-                                      manifest=cfg.data.manifest or None),
+                                      manifest=cfg.data.manifest or None, max_pixels=cfg.data.max_pixels),
                          rank=info.rank, world_size=info.world_size)
     perceptual = _perceptual(cfg, dev)
     val_pairs = read_pairs(cfg.val_shards, cfg.val_max_images) if cfg.val_shards and info.is_main else []

@@ -15,6 +15,7 @@ from typing import Literal
 
 from degrade import DegradationConfig
 from degrade.tomlio import ConfigError, apply_overrides, from_dict, to_dict, to_toml
+from shards.imagesize import MAX_SAMPLE_PIXELS
 
 try:  # Python 3.11+
     import tomllib
@@ -41,6 +42,7 @@ class DataConfig:
     hflip: bool = True
     rot: bool = False
     strict: bool = False  # a corrupt or missing shard is fatal instead of skipped with a warning
+    max_pixels: int = MAX_SAMPLE_PIXELS  # a sample declaring more pixels is a bad sample, never decoded (0: off)
 
 
 @dataclass(frozen=True)

@@ -63,6 +63,7 @@ from braceexpand import braceexpand
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from shards import seeds
+from shards.imagesize import MAX_SAMPLE_PIXELS
 from shards.manifest import MANIFEST_NAME, read_manifest, shard_paths, total_samples
 from shards.stages import GTBatch, Problems, Sample, gt_batches, shard_samples, shuffle
 
@@ -87,6 +88,7 @@ class LoaderConfig:
     uint8: bool = False  # yield uint8 [0, 255] instead of float32 [0, 1] (4x less inter-process copying)
     pin_memory: bool = False
     prefetch_factor: int = 2
+    max_pixels: int = MAX_SAMPLE_PIXELS  # samples declaring more are bad samples, never decoded (0: no limit)
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "patch_size", "prefetch_factor"):
@@ -221,7 +223,7 @@ class EpochDataset(IterableDataset):
             pass
         aug.random((done, b, 5))
         yield from gt_batches(samples, total - done, b, aug, cfg.patch_size, cfg.hflip, cfg.rot, cfg.uint8,
-                              problems)
+                              problems, cfg.max_pixels)
 
 
 class ShardStream:
