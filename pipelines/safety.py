@@ -145,3 +145,57 @@ def changed_config_keys(saved: dict, now: dict, defaults: dict, allowed: set[str
         if old.get(key) != new.get(key):
             changed.append(key)
     return changed
+
+
+def load_resume_checkpoint(run_dir: Path) -> tuple[Path, dict]:
+    """The latest checkpoint of ``run_dir``, loaded; a corrupt one names the previous good one as the way out."""
+    from pipelines.checkpoint import CheckpointError, checkpoint_iterations, load_checkpoint
+
+    found = checkpoint_iterations(run_dir)
+    if not found:
+        raise FileNotFoundError(f"--resume: no checkpoint in {run_dir / 'checkpoints'}; start without --resume")
+    latest = found[-1][1]
+    try:
+        return latest, load_checkpoint(latest)
+    except CheckpointError as error:
+        previous = next((p for _, p in reversed(found[:-1]) if _loads(p)), None)
+        way_out = (f"move it away (mv {latest} {latest}.bad) and --resume continues from {previous}" if previous
+                   else "no earlier checkpoint loads either: start a new run")
+        raise CheckpointError(f"the latest checkpoint {latest} is corrupt ({str(error.__cause__)[:120]}); "
+                              f"{way_out}") from error
+
+
+def _loads(path: Path) -> bool:
+    from pipelines.checkpoint import CheckpointError, load_checkpoint
+
+    try:
+        load_checkpoint(path)
+    except CheckpointError:
+        return False
+    return True
+
+
+def trim_metrics(path: Path, last_iter: int) -> int:
+    """Drop ``metrics.jsonl`` records after ``last_iter`` (written after the checkpoint a run resumes from).
+
+    Without this, a resumed run logs those iterations a second time. Returns the number of lines dropped;
+    the file is rewritten atomically, and a line cut by a crash is dropped too.
+    """
+    import json
+
+    from shards.atomic import write_bytes_atomic
+
+    if not path.is_file():
+        return 0
+    lines = path.read_text(encoding="utf-8").splitlines()
+    kept = []
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and int(record.get("iter", 0)) <= last_iter:
+            kept.append(line)
+    if len(kept) != len(lines):
+        write_bytes_atomic(path, "".join(f"{line}\n" for line in kept).encode("utf-8"), fsync=True)
+    return len(lines) - len(kept)

@@ -32,11 +32,20 @@ from models.losses import PerceptualLoss
 from models.rrdbnet import RRDBNet
 from models.vgg import VGGFeatureExtractor, resolve_vgg19_weights
 from models.weights import export_generator, load_generator_state_dict, load_into
-from pipelines.checkpoint import checkpoint_path, latest_checkpoint, load_checkpoint, save_atomic
+from pipelines.checkpoint import checkpoint_path, latest_checkpoint, save_atomic
 from pipelines.dist import DistInfo, cleanup_distributed, mean_over_ranks, setup_distributed
 from pipelines.metrics import MetricsWriter
 from pipelines.pool import TrainingPairPool
-from pipelines.safety import changed_config_keys, check_init_report, check_run_dir, clear_run_dir
+from pipelines.safety import (
+    best_validated_iteration,
+    changed_config_keys,
+    check_init_report,
+    check_run_dir,
+    clear_run_dir,
+    load_resume_checkpoint,
+    prune_checkpoints,
+    trim_metrics,
+)
 from pipelines.steps import discriminator_step, generator_step, make_training_pair
 from pipelines.train_config import PERCEPTUAL_LAYERS, ConfigError, TrainConfig, stage_defaults
 from pipelines.validate import read_pairs, save_grid, validate
@@ -198,10 +207,7 @@ def _train(cfg: TrainConfig, info: DistInfo, resume: bool, stop_at: int | None, 
     net_g, net_d = _build_models(cfg, dev)
     checkpoint = None
     if resume:
-        found = latest_checkpoint(run_dir)
-        if found is None:
-            raise FileNotFoundError(f"--resume: no checkpoint in {run_dir / 'checkpoints'}")
-        checkpoint = load_checkpoint(found)
+        found, checkpoint = load_resume_checkpoint(run_dir)  # hook: safety.py (a corrupt one names the previous)
         _check_resume_config(checkpoint["config"], cfg)
         log(f"resuming from {found} (iteration {checkpoint['iter']})")
     else:
@@ -240,6 +246,8 @@ def _train(cfg: TrainConfig, info: DistInfo, resume: bool, stop_at: int | None, 
         if overwrite and not resume:  # hook: pipelines/safety.py (every check above has passed)
             for path in clear_run_dir(run_dir):
                 log(f"--overwrite: removed {path}")
+        if checkpoint is not None and (dropped := trim_metrics(run_dir / "metrics.jsonl", start)):  # hook: safety.py
+            log(f"metrics.jsonl: dropped {dropped} records written after the checkpoint of iteration {start}")
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.toml").write_text(cfg.to_toml(), encoding="utf-8")
     metrics = MetricsWriter(run_dir / "metrics.jsonl")
@@ -262,6 +270,7 @@ def _train(cfg: TrainConfig, info: DistInfo, resume: bool, stop_at: int | None, 
             state.update(net_d=net_d.state_dict(), optim_d=opt_d.state_dict())
         path = checkpoint_path(run_dir, iteration)
         save_atomic(state, path)
+        prune_checkpoints(run_dir, cfg.keep_checkpoints, best_validated_iteration(run_dir / "metrics.jsonl"))
         export_generator(run_dir / "models" / "net_g_latest.pth", net_g, ema.state_dict())
         if net_d is not None:
             save_atomic({"params": {k: v.cpu() for k, v in net_d.state_dict().items()}},

@@ -102,6 +102,7 @@ class TrainConfig:
     val_every: int = 5000
     val_shards: str = ""  # paired shards from `cli.py degrade`; "" disables validation
     val_max_images: int = 16
+    keep_checkpoints: int = 5  # newest checkpoints kept (the latest and the best validated are never deleted; 0: all)
     compile: bool = False  # torch.compile the generator (and discriminator)
     channels_last: bool = True  # on CUDA
     bf16: bool = True  # bf16 autocast on CUDA; CPU always runs fp32
@@ -163,6 +164,38 @@ def validate(cfg: TrainConfig) -> None:
         _fail(f"ema_decay must be in [0, 1), got {cfg.ema_decay}")
     if data.num_workers < 0:
         _fail(f"data.num_workers must be >= 0, got {data.num_workers}")
+    _validate_ranges(cfg)
+
+
+MAX_NUM_WORKERS = 64  # loader processes per training process; more only costs memory and start-up time
+
+
+def _validate_ranges(cfg: TrainConfig) -> None:
+    """Values that are accepted by the types but make no sense (found by trying them)."""
+    optim, loss = cfg.optim, cfg.loss
+    for name in ("lr_g", "lr_d"):
+        if not getattr(optim, name) > 0:
+            _fail(f"optim.{name} must be > 0, got {getattr(optim, name)} (the paper: 2e-4 net, 1e-4 gan)")
+    if len(optim.betas) != 2 or not all(0 <= b < 1 for b in optim.betas):
+        _fail(f"optim.betas must be two numbers in [0, 1), got {list(optim.betas)} (the paper: [0.9, 0.99])")
+    if optim.weight_decay < 0:
+        _fail(f"optim.weight_decay must be >= 0, got {optim.weight_decay}")
+    if not 0 < optim.gamma <= 1:
+        _fail(f"optim.gamma must be in (0, 1] (the LR factor at each milestone), got {optim.gamma}")
+    if optim.warmup_iter < 0:
+        _fail(f"optim.warmup_iter must be >= 0, got {optim.warmup_iter}")
+    for name in ("pixel_weight", "perceptual_weight", "gan_weight"):
+        if getattr(loss, name) < 0:
+            _fail(f"loss.{name} must be >= 0 (0 switches the term off), got {getattr(loss, name)}")
+    if any(w < 0 for w in loss.perceptual_layer_weights):
+        _fail(f"loss.perceptual_layer_weights must be >= 0, got {list(loss.perceptual_layer_weights)}")
+    if cfg.data.num_workers > MAX_NUM_WORKERS:
+        _fail(f"data.num_workers = {cfg.data.num_workers} is more than {MAX_NUM_WORKERS} loader processes per "
+              f"training process; use about the CPU cores per GPU (the paper: 5)")
+    if cfg.data.max_pixels < 0:
+        _fail(f"data.max_pixels must be >= 0 (0: no limit), got {cfg.data.max_pixels}")
+    if cfg.keep_checkpoints < 0:
+        _fail(f"keep_checkpoints must be >= 0 (0 keeps all), got {cfg.keep_checkpoints}")
 
 
 def stage_defaults(stage: str) -> dict:

@@ -200,3 +200,91 @@ def test_a_truncated_pair_shard_is_named(tmp_path):
     (tmp_path / "pairs-000000.tar").write_bytes(data[: 512 + 50])  # cut inside the first member
     with pytest.raises(ValueError, match=r"validation shard .*pairs-000000\.tar is corrupt or truncated"):
         read_pairs(str(tmp_path))
+
+
+# ---------------------------------------------------------------- item 12: accepted but invalid values
+
+
+@pytest.mark.parametrize("override,message", [
+    ("optim.lr_g=-1e-4", "optim.lr_g must be > 0"),
+    ("optim.lr_d=0.0", "optim.lr_d must be > 0"),
+    ("optim.betas=[0.9, 1.5]", "optim.betas must be two numbers in"),
+    ("optim.betas=[-0.1, 0.99]", "optim.betas must be two numbers in"),
+    ("optim.weight_decay=-0.01", "optim.weight_decay must be >= 0"),
+    ("optim.gamma=-1.0", r"optim.gamma must be in \(0, 1\]"),
+    ("loss.pixel_weight=-1.0", "loss.pixel_weight must be >= 0"),
+    ("loss.gan_weight=-0.1", "loss.gan_weight must be >= 0"),
+    ("data.num_workers=1000", "data.num_workers = 1000 is more than 64"),
+    ("keep_checkpoints=-1", "keep_checkpoints must be >= 0"),
+])
+def test_invalid_values_are_refused_at_config_time(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_train_config("net", None, [override])
+
+
+def test_cli_config_errors_are_one_line_exit_2(tmp_path):
+    result = CliRunner().invoke(main, ["train", "--stage", "net", "--set", "optim.lr_g=-1e-4"])
+    assert result.exit_code == 2 and result.output.strip().splitlines() == [
+        "error: optim.lr_g must be > 0, got -0.0001 (the paper: 2e-4 net, 1e-4 gan)"]
+
+
+def test_truncated_init_from_is_one_line_naming_the_file(tmp_path, shards):
+    export_generator(tmp_path / "w.pth", _tiny_net())
+    data = (tmp_path / "w.pth").read_bytes()
+    (tmp_path / "w.pth").write_bytes(data[: len(data) // 2])
+    result = _cli_train(shards, tmp_path / "run", "--init-from", str(tmp_path / "w.pth"))
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1 and "w.pth" in result.output
+
+
+def test_corrupt_latest_checkpoint_names_the_previous_one(tmp_path, shards):
+    run = tmp_path / "run"
+    train(_config(shards, run, "total_iter=4", "checkpoint_every=2"), device="cpu", log=_quiet)
+    latest = latest_checkpoint(run)
+    latest.write_bytes(latest.read_bytes()[:1000])
+    result = _cli_train(shards, run, "--set", "total_iter=6", "--set", "checkpoint_every=2", "--resume")
+    assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1
+    assert "iter_00000004.pt is corrupt" in result.output and "continues from" in result.output
+    assert "iter_00000002.pt" in result.output
+    latest.rename(latest.with_name(latest.name + ".bad"))  # the way out the message gives
+    assert train(_config(shards, run, "total_iter=6", "checkpoint_every=2"), device="cpu", resume=True,
+                 log=_quiet).iteration == 6
+
+
+def test_disk_full_is_one_line_with_the_fix(tmp_path, monkeypatch):
+    import errno
+
+    from cli import one_line
+
+    error = OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "x.tar"))
+    text = one_line(error)
+    assert text.startswith("No space left on device writing ") and "x.tar" in text and "free disk space" in text
+
+
+# ---------------------------------------------------------------- item 13: resume leftovers, checkpoint retention
+
+
+def test_resume_does_not_log_iterations_twice(tmp_path, shards):
+    run = tmp_path / "run"
+    train(_config(shards, run, "total_iter=3", "checkpoint_every=2"), device="cpu", log=_quiet)
+    latest_checkpoint(run).unlink()  # as after kill -9 between the log line of 3 and its checkpoint
+    train(_config(shards, run, "total_iter=5", "checkpoint_every=2"), device="cpu", resume=True, log=_quiet)
+    iters = [json.loads(line)["iter"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert iters == [1, 2, 3, 4, 5]
+
+
+def test_keep_checkpoints_keeps_the_newest_and_the_best(tmp_path, shards):
+    run = tmp_path / "run"
+    train(_config(shards, run, "total_iter=6", "checkpoint_every=1", "keep_checkpoints=2"), device="cpu", log=_quiet)
+    assert [it for it, _ in checkpoint_iterations(run)] == [5, 6]
+    # the best validated iteration survives pruning (scores written as validation would)
+    (run / "metrics.jsonl").write_text("".join(json.dumps({"iter": i, "val": {"psnr": p}}) + "\n"
+                                               for i, p in [(2, 30.0), (4, 31.5), (6, 29.0)]))
+    for it in (2, 3, 4):
+        save_atomic({"iter": it}, run / "checkpoints" / f"iter_{it:08d}.pt")
+    deleted = safety.prune_checkpoints(run, 2, safety.best_validated_iteration(run / "metrics.jsonl"))
+    assert sorted(p.name for p in deleted) == ["iter_00000002.pt", "iter_00000003.pt"]
+    assert [it for it, _ in checkpoint_iterations(run)] == [4, 5, 6]
+    assert safety.prune_checkpoints(run, 0) == []  # 0 keeps everything
+    assert [it for it, _ in checkpoint_iterations(run)] == [4, 5, 6]
+    assert load_train_config("net").keep_checkpoints == 5
