@@ -51,7 +51,18 @@ def one_line(error: BaseException) -> str:
             text += ": free disk space (or choose an output on another disk) and rerun; finished work is kept"
     else:
         text = str(error) or type(error).__name__
+    if "Original Traceback" in text:  # re-raised from a DataLoader worker: the last line is the message
+        text = text.strip().splitlines()[-1]
     return " ".join(text.split())
+
+
+def check_device(device: str) -> None:
+    """A click error for a CUDA device on a machine without one (instead of a traceback inside torch)."""
+    import torch
+
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise click.BadParameter(f"{device}: no CUDA device is available on this machine; use --device cpu",
+                                 param_hint="--device")
 
 
 @click.group(cls=_Main,
@@ -193,6 +204,7 @@ def degrade(shards_spec: str, out: Path, seed: int, config_path: Path | None, co
     from pipelines.degrade_job import run_degrade
     from shards.pairs import PairConfig
 
+    check_device(device)
     try:
         degradation = deg.DegradationConfig.load(config_path) if config_path else deg.DegradationConfig()
         cfg = PairConfig(shards=shards_spec, out=out, degradation=degradation, seed=seed, count=count, format=fmt,

@@ -49,3 +49,47 @@ def write_file_atomic(path: Path, write: Callable[[BinaryIO], object], *, fsync:
 def write_bytes_atomic(path: Path, data: bytes, *, fsync: bool = False) -> Path:
     """``write_file_atomic`` for a bytes payload."""
     return write_file_atomic(path, lambda handle: handle.write(data), fsync=fsync)
+
+
+class FolderBusy(RuntimeError):
+    """Another job holds the lock of an output folder."""
+
+
+class folder_lock:  # noqa: N801 - used as a context manager, like open()
+    """An exclusive, non-blocking lock on ``folder/.lock`` for the duration of a job (POSIX ``flock``).
+
+    Two ``shard`` (or ``degrade``) jobs on one ``--out`` would interleave their shards and manifests;
+    the second one stops at once with FolderBusy, naming the folder and the holder's process id. The
+    lock dies with its process (kill -9 included), so there is never a stale lock to remove; the file
+    is deleted when the job ends.
+    """
+
+    def __init__(self, folder: Path, job: str = "job") -> None:
+        self.path, self.job, self._handle = Path(folder) / ".lock", job, None
+
+    def __enter__(self) -> folder_lock:
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(self.path, "a+")  # noqa: SIM115 - closed in __exit__
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            handle.close()
+            raise FolderBusy(f"another {self.job} is writing to {self.path.parent} (process {holder}); wait for it "
+                             f"to finish or choose another --out") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        self._handle = handle
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._handle is not None:
+            # Unlink while still holding the lock (a job that opened the old file fails to lock it), then close.
+            self.path.unlink(missing_ok=True)
+            self._handle.close()  # closing releases the flock
+            self._handle = None
