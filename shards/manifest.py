@@ -97,7 +97,17 @@ def verify_shard(folder: Path, entry: dict, check_hash: bool = True) -> str | No
 
 
 def shard_paths(folder: Path, manifest: dict) -> list[str]:
-    """Paths of the manifest's shards, in manifest order."""
+    """Paths of the manifest's shards, in manifest order.
+
+    A name is a plain file name inside ``folder``: never a path, a URL or a ``pipe:`` command (the
+    loader opens its URLs with webdataset's gopen, which runs ``pipe:`` ones in a shell, and
+    ``Path(".") / "pipe:cmd"`` is the string ``"pipe:cmd"``), so a manifest cannot run a command.
+    """
+    for entry in manifest["shards"]:
+        name = str(entry["name"])
+        if not name or name in (".", "..") or any(c in name for c in "/\\:") or name.startswith("-"):
+            raise ManifestError(f"{Path(folder) / MANIFEST_NAME}: shard name {name!r} is not a plain file name "
+                                f"(a path, URL or pipe: command); remake the manifest with `cli.py shard`")
     return [str(Path(folder) / entry["name"]) for entry in manifest["shards"]]
 
 
