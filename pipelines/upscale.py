@@ -34,7 +34,7 @@ from torch import nn
 from models.rrdbnet import RRDBNet
 from models.weights import detect_rrdbnet, load_generator_state_dict, load_into
 from pipelines.common import write_image_atomic
-from pipelines.tiling import default_overlap, upscale_tensor
+from pipelines.tiling import default_overlap, upscale_rows, upscale_tensor
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 SIXTEEN_BIT_SUFFIXES = (".png", ".tif", ".tiff")
@@ -250,13 +250,61 @@ def enhance(model: nn.Module, image: np.ndarray, state: TileState, alpha_upsampl
         (output in the input's layout and dtype, mode "L" / "RGB" / "RGBA").
     """
     split = split_image(image)
-    rgb = run_model(model, split.rgb, state, on_tile, log)
-    alpha = None if split.alpha is None else upscale_alpha(model, split.alpha, alpha_upsampler, state, log)
-    out = merge_image(rgb, alpha, split.mode, split.dtype)
+    out = enhance_into(model, split, state, alpha_upsampler, on_tile, log)
     if outscale is not None and outscale != float(model.scale):
         height, width = image.shape[:2]
         out = cv2.resize(out, (int(width * outscale), int(height * outscale)), interpolation=cv2.INTER_LANCZOS4)
     return out, split.mode
+
+
+def _band_writer(out: np.ndarray, mode: str, dtype: np.dtype, channel: int | None = None):
+    """``emit(top, rows)`` for ``upscale_rows``: merge_image's conversion of one band, written into ``out``."""
+    peak = MAX_VALUE[dtype]
+
+    def emit(top: int, rows: torch.Tensor) -> None:
+        band = rows[0].permute(1, 2, 0).numpy()
+        if np.isnan(band).any():  # clamp keeps NaN; rounding would turn it into plausible-looking pixels
+            raise ValueError("the model produced NaN/infinite values (NaN weights, or fp16 overflow: drop --half)")
+        if channel is not None:  # alpha through the network: gray of the RGB output
+            converted = cv2.cvtColor(band, cv2.COLOR_RGB2GRAY)
+            out[top : top + band.shape[0], :, channel] = np.clip(np.round(converted * peak), 0, peak).astype(dtype)
+            return
+        converted = cv2.cvtColor(band, cv2.COLOR_RGB2GRAY if mode == "L" else cv2.COLOR_RGB2BGR)
+        target = out[top : top + band.shape[0]]
+        if mode == "L":
+            target[...] = np.clip(np.round(converted * peak), 0, peak).astype(dtype)
+        else:
+            target[:, :, :3] = np.clip(np.round(converted * peak), 0, peak).astype(dtype)
+
+    return emit
+
+
+def enhance_into(model: nn.Module, split: SplitImage, state: TileState, alpha_upsampler: AlphaUpsampler = "realesrgan",
+                 on_tile: TileCallback = None, log: LogCallback = print) -> np.ndarray:
+    """``merge_image(run_model(...), upscale_alpha(...))`` assembled in place, band by band.
+
+    Bit-identical to merging whole-image float results, but the float32 HR image is never held: peak
+    memory is the uint8/uint16 output plus one band of tiles (see ``tiling.tiled_forward_rows``).
+    """
+    scale = int(model.scale)
+    height, width = split.rgb.shape[:2]
+    channels = {"L": (), "RGB": (3,), "RGBA": (4,)}[split.mode]
+    out = np.empty((height * scale, width * scale, *channels), split.dtype)
+
+    def run(rgb: np.ndarray, emit) -> None:
+        tensor = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))[None]
+        state.tile, state.batch = upscale_rows(model, tensor, state.tile, state.overlap, emit, state.batch,
+                                               state.pre_pad, on_tile, log)
+
+    run(split.rgb, _band_writer(out, split.mode, split.dtype))
+    if split.alpha is not None:
+        peak = MAX_VALUE[split.dtype]
+        if split.alpha.min() == split.alpha.max() or alpha_upsampler == "linear":
+            alpha = upscale_alpha(model, split.alpha, alpha_upsampler, state, log)  # constant or one 2-D resize
+            out[:, :, 3] = np.clip(np.round(alpha * peak), 0, peak).astype(split.dtype)
+        else:
+            run(cv2.cvtColor(split.alpha, cv2.COLOR_GRAY2RGB), _band_writer(out, split.mode, split.dtype, channel=3))
+    return out
 
 
 # ---------------------------------------------------------------- files
