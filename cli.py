@@ -36,8 +36,27 @@ class _Main(click.Group):
         except _user_errors() as error:
             if os.environ.get("ESRGAN_KIT_TRACEBACK"):
                 raise
+            from pipelines.train import TrainingDiverged
+
             click.echo(f"error: {one_line(error)}", err=True)
-            ctx.exit(2)
+            leave(ctx, EXIT_DIVERGED if isinstance(error, TrainingDiverged) else EXIT_USER_ERROR)
+
+
+# Exit codes, so a scheduler can tell what happened: 0 finished; 2 bad input or config (retrying will not
+# help); 3 training diverged (NaN loss); 75 (EX_TEMPFAIL) interrupted by SIGTERM / Ctrl-C after writing a
+# checkpoint: rerun with --resume.
+EXIT_USER_ERROR, EXIT_DIVERGED, EXIT_INTERRUPTED = 2, 3, 75
+
+
+def leave(ctx: click.Context, code: int) -> None:
+    """Exit with ``code``. Under torchrun (WORLD_SIZE > 1) a rank leaves with ``os._exit`` once its output is
+    flushed and its process group destroyed: C++ destructors of leftover threads at interpreter exit
+    could otherwise abort a finished run with SIGABRT, which a scheduler reads as a failure."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    ctx.exit(code)
 
 
 def one_line(error: BaseException) -> str:
@@ -172,6 +191,7 @@ def train(stage, config_path, overrides, init_from, resume, overwrite, device):
     result = run_training(config, resume=resume, device=None if device == "auto" else device, overwrite=overwrite)
     click.echo(f"{'stopped' if result.interrupted else 'finished'} at iteration {result.iteration}; "
                f"weights in {result.run_dir / 'models'}")
+    leave(click.get_current_context(), EXIT_INTERRUPTED if result.interrupted else 0)
 
 
 def _toml_string(text: str) -> str:

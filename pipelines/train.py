@@ -171,11 +171,14 @@ def train(cfg: TrainConfig, *, resume: bool = False, device: str | None = None, 
     A fresh run (no ``resume``) refuses a ``run_dir`` that holds a previous run unless ``overwrite``.
     """
     info = setup_distributed(device)
+    clean = False
     try:
         check_run_dir(Path(cfg.run_dir), resume=resume, overwrite=overwrite)  # hook: pipelines/safety.py
-        return _train(cfg, info, resume, stop_at, log if info.is_main else (lambda *_: None), overwrite)
+        result = _train(cfg, info, resume, stop_at, log if info.is_main else (lambda *_: None), overwrite)
+        clean = True
+        return result
     finally:
-        cleanup_distributed()
+        cleanup_distributed(clean=clean, log=log)  # barrier only when every rank got here normally
 
 
 def _check_shards(spec: str) -> None:
@@ -353,6 +356,7 @@ def _train(cfg: TrainConfig, info: DistInfo, resume: bool, stop_at: int | None, 
                 interrupted = True
                 log(f"interrupted at iteration {it}: checkpoint written, continue with --resume")
                 break
+    batches.close()  # stop the loader (its worker processes, open shards) before the process group goes
     _report_ranks(net_g, seen_keys, info, log)
     return TrainResult(it if end > start else start, run_dir, last_path, interrupted, logs)
 

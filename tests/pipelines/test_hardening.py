@@ -288,3 +288,59 @@ def test_keep_checkpoints_keeps_the_newest_and_the_best(tmp_path, shards):
     assert safety.prune_checkpoints(run, 0) == []  # 0 keeps everything
     assert [it for it, _ in checkpoint_iterations(run)] == [4, 5, 6]
     assert load_train_config("net").keep_checkpoints == 5
+
+
+# ---------------------------------------------------------------- item 6b: shutdown order and exit codes
+
+
+def test_cleanup_distributed_barriers_then_destroys_the_group(tmp_path):
+    import torch.distributed as torch_dist
+
+    from pipelines.dist import cleanup_distributed
+
+    torch_dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    calls = []
+    real_barrier = torch_dist.barrier
+    torch_dist.barrier = lambda *a, **k: (calls.append("barrier"), real_barrier(*a, **k))[1]
+    try:
+        cleanup_distributed(log=calls.append)
+    finally:
+        torch_dist.barrier = real_barrier
+    assert calls == ["barrier"] and not torch_dist.is_initialized()
+    cleanup_distributed()  # nothing to do: no error
+
+
+@pytest.mark.parametrize("outcome,code", [("interrupted", 75), ("diverged", 3), ("finished", 0)])
+def test_train_exit_code_says_what_happened(tmp_path, monkeypatch, outcome, code):
+    from pipelines import train as train_module
+    from pipelines.train import TrainingDiverged, TrainResult
+
+    def fake(cfg, **_):
+        if outcome == "diverged":
+            raise TrainingDiverged("loss is not finite at iteration 3")
+        return TrainResult(3, tmp_path, None, outcome == "interrupted", {})
+
+    monkeypatch.setattr(train_module, "train", fake)
+    result = CliRunner().invoke(main, ["train", "--stage", "net", "--device", "cpu"])
+    assert result.exit_code == code, result.output
+
+
+@pytest.mark.slow
+def test_torchrun_with_a_truncated_shard_finishes_with_exit_0(tmp_path, shards):
+    import shutil
+    import subprocess
+    import sys
+
+    data = tmp_path / "shards"
+    shutil.copytree(shards, data)
+    victim = sorted(data.glob("*.tar"))[1]
+    victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
+    args = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+            str(REPO_ROOT / "cli.py"), "train", "--stage", "net", "--device", "cpu"]
+    for item in [*TINY, f"data.shards='{data}'", f"run_dir='{tmp_path / 'run'}'", "total_iter=12", "log_every=4"]:
+        args += ["--set", item]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(args, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    assert "generator weights identical on 2 ranks" in result.stdout and "terminate called" not in result.stderr
+    assert load_checkpoint(latest_checkpoint(tmp_path / "run"))["iter"] == 12
