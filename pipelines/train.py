@@ -268,7 +268,7 @@ def _train(cfg: TrainConfig, info: DistInfo, resume: bool, stop_at: int | None, 
             return checkpoint_path(run_dir, iteration)
         state = {"iter": iteration, "net_g": net_g.state_dict(), "net_g_ema": ema.state_dict(),
                  "optim_g": opt_g.state_dict(), "data": stream.state_dict(), "ranks": ranks,
-                 "torch_rng": torch.get_rng_state(), "config": cfg.to_dict()}
+                 "config": cfg.to_dict()}
         if net_d is not None:
             state.update(net_d=net_d.state_dict(), optim_d=opt_d.state_dict())
         path = checkpoint_path(run_dir, iteration)
@@ -305,7 +305,7 @@ def _train(cfg: TrainConfig, info: DistInfo, resume: bool, stop_at: int | None, 
             lr_g = learning_rate(optim.lr_g, it, optim.milestones, optim.gamma, optim.warmup_iter)
             for group in opt_g.param_groups:
                 group["lr"] = lr_g
-            pair = make_training_pair(batch.gt.to(dev, non_blocking=True), config=cfg.degradation,
+            pair = make_training_pair(batch.gt.to(dev), config=cfg.degradation,
                                       gt_size=cfg.data.gt_size, sharpen_gt=cfg.loss.sharpen_gt,
                                       crop_before_degrade=cfg.crop_before_degrade, pool=pool, generator=rank_gen)
             if on_cuda and cfg.channels_last:

@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Literal
 
 from degrade import DegradationConfig
-from degrade.tomlio import ConfigError, apply_overrides, from_dict, to_dict, to_toml
+from degrade.tomlio import ConfigError, apply_overrides, to_dict, to_toml
 from shards.imagesize import MAX_SAMPLE_PIXELS
+from shards.read import LoaderConfig
 
 try:  # Python 3.11+
     import tomllib
@@ -32,12 +33,14 @@ PERCEPTUAL_LAYERS = ("conv1_2", "conv2_2", "conv3_4", "conv4_4", "conv5_4")
 class DataConfig:
     """Training data: shards of HR patches (from `cli.py shard`)."""
 
-    shards: str = ""  # a shard folder with manifest.json, a brace pattern, or URLs
+    # A shard folder with manifest.json, a brace pattern, or URLs. SECURITY: a "pipe:CMD" URL runs CMD in a shell
+    # (webdataset), so a config is as trusted as a shell script; names read from a manifest never are commands.
+    shards: str = ""
     manifest: str = ""  # a local manifest.json for remote shards
     batch_size: int = 12  # per process
     patch_size: int = 400  # GT patch fed to the degradation (the reference dataset's crop_pad_size)
     gt_size: int = 256  # GT crop after degradation; the LQ crop is gt_size / scale
-    num_workers: int = 5  # DataLoader workers per process (the reference uses 5 per GPU)
+    num_workers: int = LoaderConfig.num_workers  # one source of truth: shards.read.LoaderConfig (5 per GPU)
     shuffle_buffer: int = 512
     hflip: bool = True
     rot: bool = False
@@ -241,9 +244,3 @@ def _merge(base: dict, update: dict) -> dict:
         else:
             out[key] = value
     return out
-
-
-def config_from_checkpoint(data: dict) -> TrainConfig:
-    return from_dict(TrainConfig, data)
-
-

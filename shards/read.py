@@ -11,7 +11,7 @@ Training usage (one `ShardStream` per rank; rank and world size are passed expli
     batches = iter(stream)                                # infinite; epochs advance by themselves
     for it in range(start_iter, total_iter):
         batch = next(batches)                             # GTBatch(gt, keys, problems)
-        gt = batch.gt.to(device, non_blocking=True)       # (12, 3, 400, 400) float32 RGB in [0, 1]
+        gt = batch.gt.to(device)                          # (12, 3, 400, 400) float32 RGB in [0, 1]
         ...
         checkpoint["data"] = stream.state_dict()          # {"epoch": e, "batch": k, ...}
 
@@ -80,7 +80,7 @@ class LoaderConfig:
     shuffle_buffer: int = 512  # samples held (encoded) per worker
     hflip: bool = True
     rot: bool = False
-    num_workers: int = 4
+    num_workers: int = 5  # the reference's per-GPU worker count; train's data.num_workers defaults to this
     seed: int = 0
     strict: bool = False
     epoch_samples: int | None = None  # epoch length T; default: the manifest's sample count
