@@ -344,3 +344,31 @@ def test_torchrun_with_a_truncated_shard_finishes_with_exit_0(tmp_path, shards):
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
     assert "generator weights identical on 2 ranks" in result.stdout and "terminate called" not in result.stderr
     assert load_checkpoint(latest_checkpoint(tmp_path / "run"))["iter"] == 12
+
+
+def test_disk_full_during_a_checkpoint_is_one_line_exit_2_and_leaves_no_tmp(tmp_path, shards, monkeypatch):
+    import errno
+
+    def full(obj, handle, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full)
+    result = _cli_train(shards, tmp_path / "run", "--set", "total_iter=1")
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert [line for line in result.output.splitlines() if not line.startswith("iter ")] == [
+        "error: No space left on device: free disk space (or choose an output on another disk) and rerun; "
+        "finished work is kept"]
+    assert not [p for p in (tmp_path / "run").rglob("*") if p.name.endswith(".tmp")]
+
+
+def test_strict_mode_shard_error_is_one_line_naming_the_shard(tmp_path, shards):
+    import shutil
+
+    data = tmp_path / "shards"
+    shutil.copytree(shards, data)
+    for victim in data.glob("*.tar"):  # every shard, so the first one read is broken whatever the order
+        victim.write_bytes(victim.read_bytes()[:1000])
+    result = _cli_train(data, tmp_path / "run", "--set", "total_iter=2", "--set", "data.strict=true")
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert "shard problem in shard" in result.output and ".tar" in result.output
