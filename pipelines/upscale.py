@@ -257,12 +257,19 @@ def enhance(model: nn.Module, image: np.ndarray, state: TileState, alpha_upsampl
     return out, split.mode
 
 
+BAND_CHUNK_ROWS = 64  # output rows converted to uint8/uint16 at a time
+
+
 def _band_writer(out: np.ndarray, mode: str, dtype: np.dtype, channel: int | None = None):
     """``emit(top, rows)`` for ``upscale_rows``: merge_image's conversion of one band, written into ``out``."""
     peak = MAX_VALUE[dtype]
 
     def emit(top: int, rows: torch.Tensor) -> None:
-        band = rows[0].permute(1, 2, 0).numpy()
+        # In chunks of rows: the float temporaries of the conversion stay small next to the output.
+        for start in range(0, rows.shape[-2], BAND_CHUNK_ROWS):
+            convert(top + start, rows[0, :, start : start + BAND_CHUNK_ROWS].permute(1, 2, 0).numpy())
+
+    def convert(top: int, band: np.ndarray) -> None:
         if np.isnan(band).any():  # clamp keeps NaN; rounding would turn it into plausible-looking pixels
             raise ValueError("the model produced NaN/infinite values (NaN weights, or fp16 overflow: drop --half)")
         if channel is not None:  # alpha through the network: gray of the RGB output
