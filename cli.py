@@ -5,15 +5,92 @@ Run `python cli.py --help` for the list of commands.
 
 from __future__ import annotations
 
+import errno
+import os
 import sys
 from pathlib import Path
 
 import click
 
-REPO_ROOT = Path(__file__).resolve().parent
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """The project's error types: each says what is wrong and how to fix it, so no traceback is shown."""
+    from pipelines.checkpoint import CheckpointError
+    from pipelines.elastic import RankStalled
+    from pipelines.train import TrainingDiverged
+    from shards.prepare import ShardJobError
+    from shards.stages import ShardReadError
+
+    return (ValueError, OSError, ModuleNotFoundError, TrainingDiverged, ShardReadError, ShardJobError, CheckpointError,
+            RankStalled)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110, "terminal_width": 110})
+class _Main(click.Group):
+    """Project errors become one line on stderr and exit code 2 (``ESRGAN_KIT_TRACEBACK=1`` shows the traceback)."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except click.exceptions.Exit:
+            raise
+        except click.ClickException:
+            raise
+        except _user_errors() as error:
+            if os.environ.get("ESRGAN_KIT_TRACEBACK"):
+                raise
+            from pipelines.elastic import RankStalled
+            from pipelines.train import TrainingDiverged
+
+            click.echo(f"error: {one_line(error)}", err=True)
+            code = EXIT_DIVERGED if isinstance(error, TrainingDiverged) else EXIT_STALLED if isinstance(
+                error, RankStalled) else EXIT_USER_ERROR
+            leave(ctx, code)
+
+
+# Exit codes, so a scheduler can tell what happened: 0 finished; 2 bad input or config (retrying will not
+# help); 3 training diverged (NaN loss); 75 (EX_TEMPFAIL) interrupted by SIGTERM / Ctrl-C after writing a
+# checkpoint: rerun with --resume; 1 a rank stalled past dist_timeout_s (a rerun may succeed).
+EXIT_STALLED, EXIT_USER_ERROR, EXIT_DIVERGED, EXIT_INTERRUPTED = 1, 2, 3, 75
+
+
+def leave(ctx: click.Context, code: int) -> None:
+    """Exit with ``code``. Under torchrun (WORLD_SIZE > 1) a rank leaves with ``os._exit`` once its output is
+    flushed and its process group destroyed: C++ destructors of leftover threads at interpreter exit
+    could otherwise abort a finished run with SIGABRT, which a scheduler reads as a failure."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    ctx.exit(code)
+
+
+def one_line(error: BaseException) -> str:
+    """``error`` as one line; an OSError names its file and, when the disk is full, the fix."""
+    if isinstance(error, OSError) and not str(error).strip(" :"):
+        text = type(error).__name__
+    elif isinstance(error, OSError) and error.strerror and not isinstance(error, FileNotFoundError | FileExistsError):
+        where = f" writing {error.filename}" if error.filename else ""
+        text = f"{error.strerror}{where}"
+        if error.errno == errno.ENOSPC:
+            text += ": free disk space (or choose an output on another disk) and rerun; finished work is kept"
+    else:
+        text = str(error) or type(error).__name__
+    if "Original Traceback" in text:  # re-raised from a DataLoader worker: the last line is the message
+        text = text.strip().splitlines()[-1]
+    return " ".join(text.split())
+
+
+def check_device(device: str) -> None:
+    """A click error for a CUDA device on a machine without one (instead of a traceback inside torch)."""
+    import torch
+
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise click.BadParameter(f"{device}: no CUDA device is available on this machine; use --device cpu",
+                                 param_hint="--device")
+
+
+@click.group(cls=_Main,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110, "terminal_width": 110})
 def main() -> None:
     """Train real-world blind super-resolution models the Real-ESRGAN way."""
 
@@ -113,23 +190,19 @@ def preview_degradations(images, count, seed, config_path, order, scale, overrid
               help="Override a config key, e.g. --set data.batch_size=8 (repeatable; values are TOML literals).")
 @click.option("--init-from", help="Initial G weights: a .pth (official or ours), an ncnn .param, or a builtin name.")
 @click.option("--resume", is_flag=True, help="Continue from the latest checkpoint of the run directory.")
+@click.option("--overwrite", is_flag=True, help="Start afresh in a run_dir that holds a previous run, deleting it.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-def train(stage, config_path, overrides, init_from, resume, device):
+def train(stage, config_path, overrides, init_from, resume, overwrite, device):
     """Train a stage on one process, or on many under torchrun (see README)."""
-    from degrade.tomlio import ConfigError
-    from pipelines.elastic import RankStalled
-    from pipelines.train import TrainingDiverged
     from pipelines.train import train as run_training
     from pipelines.train_config import load_train_config
 
     extra = [f"init_from={_toml_string(init_from)}"] if init_from else []
-    try:
-        config = load_train_config(stage, config_path, [*overrides, *extra])
-        result = run_training(config, resume=resume, device=None if device == "auto" else device)
-    except (ConfigError, FileNotFoundError, TrainingDiverged, RankStalled) as error:
-        raise click.ClickException(str(error)) from error
+    config = load_train_config(stage, config_path, [*overrides, *extra])  # errors: one line, exit 2 (see _Main)
+    result = run_training(config, resume=resume, device=None if device == "auto" else device, overwrite=overwrite)
     click.echo(f"{'stopped' if result.interrupted else 'finished'} at iteration {result.iteration}; "
                f"weights in {result.run_dir / 'models'}")
+    leave(click.get_current_context(), EXIT_INTERRUPTED if result.interrupted else 0)
 
 
 def _toml_string(text: str) -> str:
@@ -165,6 +238,7 @@ def degrade(shards_spec: str, out: Path, seed: int, config_path: Path | None, co
     from pipelines.degrade_job import run_degrade
     from shards.pairs import PairConfig
 
+    check_device(device)
     try:
         degradation = deg.DegradationConfig.load(config_path) if config_path else deg.DegradationConfig()
         cfg = PairConfig(shards=shards_spec, out=out, degradation=degradation, seed=seed, count=count, format=fmt,
@@ -218,8 +292,9 @@ def quickstart(out, net_iters, gan_iters, from_scratch, smallest, seed):
 @click.option("-r", "--recursive", is_flag=True, help="Scan input folders recursively (subfolders mirrored in OUT).")
 @click.option("--threads", default=0, show_default=True, help="CPU threads (0: torch's default).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
+@click.option("--overwrite", is_flag=True, help="Replace existing outputs (default: keep them and skip the input).")
 def upscale(inputs, out, weights, suffix, ext, outscale, tile, tile_overlap, tile_batch, pre_pad, alpha_upsampler,
-            device, half, recursive, threads, quiet):
+            device, half, recursive, threads, quiet, overwrite):
     """Upscale images or folders with seam-free tiles; exit code 1 if any input failed (see README)."""
     from pipelines.upscale import UpscaleConfig, upscale_files
 
@@ -227,7 +302,8 @@ def upscale(inputs, out, weights, suffix, ext, outscale, tile, tile_overlap, til
         config = UpscaleConfig(tuple(inputs), out, weights, suffix=suffix, ext=ext, outscale=outscale,
                                alpha_upsampler=alpha_upsampler, tile=tile, tile_overlap=tile_overlap,
                                tile_batch=tile_batch, pre_pad=pre_pad, device=device, half=half,
-                               recursive=recursive, threads=threads, progress=not quiet)
+                               recursive=recursive, threads=threads, progress=not quiet,
+                               overwrite=overwrite)
         summary = upscale_files(config)
     except (ValueError, FileNotFoundError, ModuleNotFoundError) as error:
         raise click.ClickException(str(error)) from error

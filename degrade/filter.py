@@ -6,10 +6,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from degrade.checks import check_dtype
+
 __all__ = ["filter2d", "reflect_pad", "reflect_indices"]
 
 
 def _check_images(images: Tensor, name: str = "images") -> None:
+    check_dtype(images, name)
     if images.ndim != 4:
         raise ValueError(f"{name} must have shape (B, C, H, W), got {tuple(images.shape)}")
 

@@ -423,7 +423,7 @@ def jpeg_compress(
     if images.ndim != 4 or images.shape[1] != 3 or min(images.shape) < 1:
         raise ValueError(f"images must have shape (B, 3, H, W) with B, H, W >= 1, got {tuple(images.shape)}")
     if not images.is_floating_point():
-        raise TypeError(f"images must be a floating-point tensor, got {images.dtype}")
+        raise TypeError(f"images must be a floating-point tensor, got {images.dtype}: pass images.float() / 255")
     if backend not in ("auto", "torch", "opencv"):
         raise ValueError(f"unknown JPEG backend {backend!r}; expected 'auto', 'torch' or 'opencv'")
     if backend == "auto":

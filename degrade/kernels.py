@@ -25,6 +25,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from degrade.checks import check_positive
+
 __all__ = [
     "KERNEL_FAMILIES",
     "gaussian_kernel",
@@ -102,6 +104,11 @@ def _quadratic_form(size: int, sigma_x: Tensor, sigma_y: Tensor, theta: Tensor) 
     return (u / sigma_x[:, None, None]) ** 2 + (v / sigma_y[:, None, None]) ** 2
 
 
+def _check_sigmas(sigma_x: Tensor, sigma_y: Tensor) -> None:
+    check_positive("sigma_x", sigma_x)
+    check_positive("sigma_y", sigma_y)
+
+
 def _normalize(kernels: Tensor, dtype: torch.dtype) -> Tensor:
     return (kernels / kernels.sum(dim=(-2, -1), keepdim=True)).to(dtype)
 
@@ -135,6 +142,7 @@ def gaussian_kernel(
     """
     _check_size(size)
     sx, sy, th = _broadcast(sigma_x, sigma_y, theta, device=_device_of(sigma_x, sigma_y, theta))
+    _check_sigmas(sx, sy)
     return _normalize(torch.exp(-0.5 * _quadratic_form(size, sx, sy, th)), dtype)
 
 
@@ -157,6 +165,7 @@ def generalized_gaussian_kernel(
     """
     _check_size(size)
     sx, sy, th, b = _broadcast(sigma_x, sigma_y, theta, beta, device=_device_of(sigma_x, sigma_y, theta, beta))
+    _check_sigmas(sx, sy)
     q = _quadratic_form(size, sx, sy, th)
     return _normalize(torch.exp(-0.5 * q.pow(b[:, None, None])), dtype)
 
@@ -180,6 +189,7 @@ def plateau_kernel(
     """
     _check_size(size)
     sx, sy, th, b = _broadcast(sigma_x, sigma_y, theta, beta, device=_device_of(sigma_x, sigma_y, theta, beta))
+    _check_sigmas(sx, sy)
     q = _quadratic_form(size, sx, sy, th)
     return _normalize(1.0 / (q.pow(b[:, None, None]) + 1.0), dtype)
 
@@ -218,6 +228,7 @@ def sinc_kernel(
     """
     _check_size(size)
     (omega,) = _broadcast(cutoff, device=_device_of(cutoff))
+    check_positive("sinc cutoff", omega)
     kernels = _normalize(_sinc_values(size, omega), dtype)
     if pad_to is not None and pad_to > size:
         kernels = pad_kernel(kernels, pad_to)
@@ -269,8 +280,12 @@ def mixed_kernels(
         raise ValueError(f"kernel sizes must be odd and at most {pad_to}, got {size.tolist()}")
     sigma_x, sigma_y, theta, beta, cutoff = (t.to(torch.float64) for t in (sigma_x, sigma_y, theta, beta, cutoff))
     names = {name: i for i, name in enumerate(KERNEL_FAMILIES)}
+    is_sinc = family == names["sinc"]
+    check_positive("sinc cutoff", cutoff[is_sinc])
+    check_positive("sigma_x", sigma_x[~is_sinc])
     isotropic = (family == names["iso"]) | (family == names["generalized_iso"]) | (family == names["plateau_iso"])
     sigma_y = torch.where(isotropic, sigma_x, sigma_y)
+    check_positive("sigma_y", sigma_y[~is_sinc])
     theta = torch.where(isotropic, torch.zeros_like(theta), theta)
     # Parameters of unused families may be placeholders (e.g. σ = 0 for a sinc sample); replace
     # them by harmless values so no NaN from another branch leaks through torch.where.

@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from degrade.checks import check_dtype
 from degrade.filter import _check_images
 
 __all__ = ["add_gaussian_noise", "add_poisson_noise", "draw_noise_seeds", "rgb_to_gray", "poisson_levels"]
@@ -86,6 +87,7 @@ def add_gaussian_noise(
         >>> bool(torch.equal(y[0], x[0]))
         True
     """
+    check_dtype(images)
     _check_images(images)
     b, c, h, w = images.shape
     seeds = _resolve_seeds(b, generator)
@@ -142,6 +144,7 @@ def add_poisson_noise(
         >>> bool(torch.equal(add_poisson_noise(x, 0.0, False, torch.tensor([3])), x))
         True
     """
+    check_dtype(images)
     _check_images(images)
     b = images.shape[0]
     seeds = _resolve_seeds(b, generator)

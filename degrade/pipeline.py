@@ -17,6 +17,7 @@ import dataclasses
 import torch
 from torch import Tensor
 
+from degrade.checks import check_dtype, check_values
 from degrade.config import DegradationConfig, StageConfig
 from degrade.filter import filter2d
 from degrade.jpeg import jpeg_compress
@@ -163,8 +164,10 @@ def apply(gt: Tensor, params: DegradationParams, config: DegradationConfig, *,
         >>> apply(gt, sample_params(cfg, 2, torch.Generator().manual_seed(1)), cfg).shape
         torch.Size([2, 3, 16, 16])
     """
+    check_dtype(gt, "gt")
     if gt.ndim != 4 or gt.shape[1] != 3:
         raise ValueError(f"gt must have shape (B, 3, H, W), got {tuple(gt.shape)}")
+    check_values(gt, "gt")
     b, _, h, w = gt.shape
     if h % config.scale or w % config.scale:
         raise ValueError(f"GT size {h}x{w} must be divisible by the scale {config.scale}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
+from degrade.checks import check_dtype
 from degrade.filter import _check_images
 
 __all__ = ["RESIZE_MODES", "resize"]
@@ -45,6 +46,7 @@ def resize(
         >>> resize(torch.zeros(1, 3, 40, 40), (10, 20), "area").shape
         torch.Size([1, 3, 10, 20])
     """
+    check_dtype(images)
     _check_images(images)
     if mode not in RESIZE_MODES:
         raise ValueError(f"unknown resize mode {mode!r}; choose one of {', '.join(RESIZE_MODES)}")

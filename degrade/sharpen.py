@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from degrade.checks import check_images
 from degrade.filter import _check_images, reflect_indices
 
 __all__ = ["gaussian_taps", "reflect_band_matrix", "gaussian_blur_separable", "usm_sharpen", "USMSharpen"]
@@ -81,6 +82,7 @@ def usm_sharpen(images: Tensor, weight: float = 0.5, threshold: float = 10, radi
         >>> bool(torch.allclose(usm_sharpen(x), x))
         True
     """
+    check_images(images)  # dtype, NaN, range: the GT entry point of training
     size = radius + 1 if radius % 2 == 0 else radius
     taps = gaussian_taps(size, 0.0, dtype=images.dtype, device=images.device)
     residual = images - gaussian_blur_separable(images, taps)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +27,7 @@ from models.ema import unwrap_model
 from models.ncnn import WEIGHTS_PACKAGE, builtin_model, parse_weights_spec
 from models.ncnn_compact import load_ncnn_model
 from models.rrdbnet import UNSHUFFLE_FACTOR, RRDBNet, RRDBNetSpec, rrdbnet_param_shapes
+from shards.atomic import write_file_atomic
 
 StateDict = dict[str, torch.Tensor]
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DDP / DataParallel, torch.compile
@@ -190,8 +190,9 @@ def export_generator(
 ) -> Path:
     """Write ``{"params": ..., "params_ema": ...}`` like BasicSR ``save_network``, atomically.
 
-    The file is written next to ``path`` and moved into place with ``os.replace``, so a crash never
-    leaves a truncated weights file. Tensors are saved on CPU without wrapper prefixes.
+    Written with ``shards.atomic.write_file_atomic`` (temporary file, fsync, ``os.replace``): a crash never
+    leaves a truncated weights file, a failure leaves no temporary file, and the mode follows the umask
+    (not mkstemp's 0600). Tensors are saved on CPU without wrapper prefixes.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -201,16 +202,7 @@ def export_generator(
     if isinstance(unwrap_model(params) if isinstance(params, nn.Module) else None, SRVGGNetCompact):
         # ReLU / LeakyReLU compact models cannot be recognised from their tensors alone (see models.compact).
         payload[ARCH_KEY] = {"type": "SRVGGNetCompact", **unwrap_model(params).hparams}
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    write_file_atomic(path, lambda handle: torch.save(payload, handle))
     return path
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -12,6 +11,7 @@ import numpy as np
 
 from degrade import DegradationConfig
 from degrade.tomlio import apply_overrides, to_dict
+from shards.atomic import write_bytes_atomic as _write_bytes
 
 __all__ = ["resolve_degradation_config", "write_bytes_atomic", "write_image_atomic"]
 
@@ -28,21 +28,9 @@ def resolve_degradation_config(path: Path | None = None, *, order: int | None = 
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write to a temporary file beside ``path`` and move it into place with ``os.replace``.
-
-    Readers see the old file or the whole new one, never a truncated one; on failure the temporary
-    file is removed. The parent folder is created if needed. The temporary name carries the process id
-    (two processes writing the same output do not share it), and plain ``open`` keeps the user's umask
-    for the file mode (``tempfile.mkstemp`` would make every output 0600).
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    """Write ``data`` atomically (``shards.atomic.write_bytes_atomic``: temporary file beside ``path``,
+    ``os.replace``, removed on failure, umask file mode, parent folder created)."""
+    _write_bytes(path, data)
 
 
 def write_image_atomic(path: Path, image: np.ndarray, params: Sequence[int] = ()) -> None:

@@ -9,6 +9,7 @@ import click
 
 from pipelines.shard_job import ProgressLine
 from shards.cluster import ClusterError
+from shards.atomic import FolderBusy, folder_lock
 from shards.manifest import ManifestError
 from shards.pairs import PairConfig, PairReport, make_pairs
 from shards.prepare import ShardJobError
@@ -19,8 +20,9 @@ def run_degrade(cfg: PairConfig) -> PairReport:
     """Make degraded pairs with a progress line and print a summary; user errors become ClickException."""
     bar = ProgressLine(unit="pairs")
     try:
-        report = make_pairs(cfg, progress=bar)
-    except (ShardJobError, ShardReadError, ManifestError, ValueError, ClusterError) as exc:
+        with folder_lock(cfg.out, "degrade job"):
+            report = make_pairs(cfg, progress=bar)
+    except (ShardJobError, ShardReadError, ManifestError, ValueError, FolderBusy, ClusterError) as exc:
         raise click.ClickException(str(exc)) from exc
     finally:
         bar.close()

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as torch_dist
 
-__all__ = ["DistInfo", "setup_distributed", "cleanup_distributed", "mean_over_ranks", "broadcast_object"]
+__all__ = ["DistInfo", "setup_distributed", "cleanup_distributed", "mean_over_ranks"]
 
 
 @dataclass(frozen=True)
@@ -67,9 +67,28 @@ def restart_hint(message: str) -> str:
     return message
 
 
-def cleanup_distributed() -> None:
-    if torch_dist.is_available() and torch_dist.is_initialized():
-        torch_dist.destroy_process_group()
+def cleanup_distributed(*, clean: bool = True, log=None) -> None:
+    """Leave the process group in order: a barrier (when every rank got here normally), then destroy it.
+
+    Without the barrier a rank that finishes first tears its gloo/NCCL connections down while a peer
+    still uses them, and a group left to C++ static destructors at interpreter exit can abort a finished
+    run (``terminate called without an active exception``, SIGABRT). Errors here are reported, not
+    raised: the run's result is already on disk, and the exit code must say that it finished.
+    """
+    if not (torch_dist.is_available() and torch_dist.is_initialized()):
+        return
+    try:
+        if clean:
+            torch_dist.barrier()
+    except Exception as error:  # noqa: BLE001 - a peer that died: say so and still destroy the group
+        if log is not None:
+            log(f"warning: shutdown barrier failed ({type(error).__name__}: {error})")
+    finally:
+        try:
+            torch_dist.destroy_process_group()
+        except Exception as error:  # noqa: BLE001
+            if log is not None:
+                log(f"warning: destroying the process group failed ({type(error).__name__}: {error})")
 
 
 def mean_over_ranks(values: dict[str, float], info: DistInfo) -> dict[str, float]:
@@ -80,12 +99,3 @@ def mean_over_ranks(values: dict[str, float], info: DistInfo) -> dict[str, float
     tensor = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=info.device)
     torch_dist.all_reduce(tensor)
     return {k: float(v) / info.world_size for k, v in zip(keys, tensor.tolist(), strict=True)}
-
-
-def broadcast_object(obj, info: DistInfo):
-    """Rank 0's ``obj`` on every rank."""
-    if not info.distributed:
-        return obj
-    holder = [obj]
-    torch_dist.broadcast_object_list(holder, src=0)
-    return holder[0]

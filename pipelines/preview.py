@@ -22,6 +22,8 @@ import torch
 import degrade
 from degrade import DegradationConfig
 from pipelines.common import write_bytes_atomic
+from shards.decode import ImageSkipped
+from shards.decode import load_image as decode_source
 
 __all__ = ["PreviewConfig", "PreviewResult", "load_rgb", "preview_degradations", "caption_lines"]
 
@@ -56,22 +58,17 @@ def bundled_samples() -> tuple[Path, ...]:
 
 
 def load_rgb(path: Path) -> np.ndarray:
-    """Read an image as HWC RGB uint8 (16-bit scaled down, gray expanded, alpha dropped); errors name the file."""
+    """Read an image as HWC RGB uint8 with the shards' decoder, so the preview shows the pixels training sees.
+
+    One policy (``shards.decode``): EXIF orientation applied, 16-bit scaled down by rounding, gray
+    expanded, alpha dropped, the declared size checked before decoding. Errors name the file.
+    """
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
-    data = np.fromfile(path, dtype=np.uint8)
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
-    if image is None:
-        raise ValueError(f"{path}: not a readable image (empty, truncated or unsupported format)")
-    if image.dtype == np.uint16:
-        image = np.round(image.astype(np.float64) * (255.0 / 65535.0)).astype(np.uint8)
-    elif image.dtype != np.uint8:
-        raise ValueError(f"{path}: unsupported pixel type {image.dtype}")
-    if image.ndim == 2:
-        image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
-    elif image.shape[2] == 4:
-        image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    try:
+        return decode_source(path).rgb
+    except ImageSkipped as error:
+        raise ValueError(f"{path}: not a readable image ({error.kind}: {error.detail})") from error
 
 
 def gt_patch(rgb: np.ndarray, size: int) -> torch.Tensor:
@@ -153,6 +150,8 @@ def preview_degradations(cfg: PreviewConfig) -> PreviewResult:
     """Degrade every input ``count`` times and write ``preview.png`` and ``records.json`` to ``cfg.out``."""
     if cfg.count < 1:
         raise ValueError(f"count must be at least 1, got {cfg.count}")
+    if cfg.gt_size < 1:
+        raise ValueError(f"--gt-size must be a positive patch side (the reference degrades 400), got {cfg.gt_size}")
     if cfg.gt_size % cfg.degradation.scale:
         raise ValueError(f"gt_size {cfg.gt_size} must be divisible by the scale {cfg.degradation.scale}")
     paths = cfg.images or bundled_samples()

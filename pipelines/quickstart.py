@@ -34,7 +34,6 @@ from shards.prepare import ShardConfig, prepare_shards
 
 __all__ = ["QuickstartConfig", "quickstart"]
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 MARKER = ".esrgan-kit-quickstart"
 
 

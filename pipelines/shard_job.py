@@ -12,6 +12,7 @@ from typing import TextIO
 import click
 
 from shards.cluster import ClusterError
+from shards.atomic import FolderBusy, folder_lock
 from shards.decode import ALPHA_DROPPED, CONVERTED_16BIT, EXIF_ORIENTED, GRAY_EXPANDED
 from shards.prepare import PrepareReport, Progress, ShardConfig, ShardJobError, prepare_shards
 from shards.sources import SourceNotFound
@@ -90,8 +91,9 @@ def run_shard(cfg: ShardConfig) -> PrepareReport:
     """Run the shard job with a progress line and print the summary; user errors become ClickException."""
     bar = ProgressLine()
     try:
-        report = prepare_shards(cfg, progress=bar)
-    except (SourceNotFound, ShardJobError, ClusterError) as exc:
+        with folder_lock(cfg.out, "shard job"):  # two jobs on one --out would interleave their shards
+            report = prepare_shards(cfg, progress=bar)
+    except (SourceNotFound, ShardJobError, FolderBusy, ClusterError) as exc:
         raise click.ClickException(str(exc)) from exc
     finally:
         bar.close()

@@ -105,7 +105,7 @@ class TrainStep:
     def training_pair(self, gt: Tensor, pool: TrainingPairPool, generator: torch.Generator) -> TrainingPair:
         """Degrade → crop → pool, in fp32, on the step's device (and in its memory layout)."""
         cfg = self.cfg
-        pair = make_training_pair(gt.to(self.device, non_blocking=True), config=cfg.degradation,
+        pair = make_training_pair(gt.to(self.device), config=cfg.degradation,
                                   gt_size=cfg.data.gt_size, sharpen_gt=cfg.loss.sharpen_gt,
                                   crop_before_degrade=cfg.crop_before_degrade, pool=pool, generator=generator)
         if self.channels_last:

@@ -143,6 +143,9 @@ def auto_tile_batch(window_pixels: int, device_type: str = "cpu") -> int:
     return max(1, budget // max(1, window_pixels))
 
 
+RowSink = Callable[[int, torch.Tensor], None]
+
+
 def tiled_forward(
     model: nn.Module,
     image: torch.Tensor,
@@ -165,6 +168,29 @@ def tiled_forward(
     Returns:
         (1, C, H * s, W * s) float32 on the CPU, not clamped.
     """
+    parts: list[torch.Tensor] = []
+    tiled_forward_rows(model, image, tile, overlap, batch, on_tile, lambda _top, rows: parts.append(rows))
+    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=-2)
+
+
+def tiled_forward_rows(
+    model: nn.Module,
+    image: torch.Tensor,
+    tile: int,
+    overlap: int,
+    batch: int = 0,
+    on_tile: Callable[[int, int], None] | None = None,
+    emit: RowSink | None = None,
+) -> None:
+    """``tiled_forward``, handing the output to ``emit(top, rows)`` band by band, top to bottom.
+
+    Memory follows the tile, not the image: windows are processed in raster order, and once a row of
+    windows is done, the HR rows above the next window row are final and are emitted; only one band
+    (one window height x the image width, float32) is held. Every output pixel receives the same
+    additions in the same order as a whole-image accumulator would, so the result is bit-identical.
+    ``rows`` is (1, C, r, W * s) float32 on the CPU and must be consumed (copied) before the next call.
+    """
+    assert emit is not None
     scale, factor = int(model.scale), unshuffle_factor(model)
     _, channels, height, width = image.shape
     ys, sy = axis_windows(height, tile, overlap, factor)
@@ -174,19 +200,34 @@ def tiled_forward(
     windows = [(i, j) for i in range(len(ys)) for j in range(len(xs))]
     batch = batch or auto_tile_batch(sy * sx, param.device.type)
     if len(windows) == 1:
-        return _forward(model, image.to(param.device, param.dtype)).float().cpu()
-    out = torch.zeros(1, channels, height * scale, width * scale)
+        emit(0, _forward(model, image.to(param.device, param.dtype)).float().cpu())
+        return
+    band_height = sy * scale
+    band = torch.zeros(1, channels, band_height, width * scale)
+    base, row = 0, 0  # band[..., 0] is HR row `base`; `row` is the window row being accumulated
+
+    def advance(to_row: int) -> None:
+        nonlocal band, base, row
+        while row < to_row:
+            nxt = ys[row + 1] * scale
+            emit(base, band[..., : nxt - base, :])
+            carry = band[..., nxt - base :, :]
+            fresh = torch.zeros_like(band)
+            fresh[..., : carry.shape[-2], :] = carry
+            band, base, row = fresh, nxt, row + 1
+
     for first in range(0, len(windows), batch):
         group = windows[first : first + batch]
         crops = torch.cat([image[..., ys[i] : ys[i] + sy, xs[j] : xs[j] + sx] for i, j in group])
         result = _forward(model, crops.to(param.device, param.dtype)).float().cpu()
         for k, (i, j) in enumerate(group):
+            advance(i)
             weight = (wy[i][:, None] * wx[j][None, :]).float()
-            top, left = ys[i] * scale, xs[j] * scale
-            out[..., top : top + sy * scale, left : left + sx * scale] += result[k] * weight
+            top, left = ys[i] * scale - base, xs[j] * scale
+            band[..., top : top + sy * scale, left : left + sx * scale] += result[k] * weight
         if on_tile is not None:
             on_tile(min(first + batch, len(windows)), len(windows))
-    return out
+    emit(base, band[..., : height * scale - base, :])
 
 
 def _forward(model: nn.Module, batch: torch.Tensor) -> torch.Tensor:
@@ -200,6 +241,48 @@ def pad_right_bottom(image: torch.Tensor, pad_h: int, pad_w: int) -> torch.Tenso
         return image
     mode = "reflect" if pad_h < image.shape[-2] and pad_w < image.shape[-1] else "replicate"
     return F.pad(image, (0, pad_w, 0, pad_h), mode=mode)
+
+
+def upscale_rows(
+    model: nn.Module,
+    image: torch.Tensor,
+    tile: int,
+    overlap: int,
+    emit: RowSink,
+    batch: int = 0,
+    pre_pad: int = 0,
+    on_tile: Callable[[int, int], None] | None = None,
+    log: Callable[[str], None] = print,
+) -> tuple[int, int]:
+    """``upscale_tensor`` handing the clamped output to ``emit(top, rows)`` band by band (bounded memory).
+
+    ``rows`` is (1, C, r, W * s), already cropped to the image and clamped to [0, 1]; after an
+    out-of-memory retry the bands are emitted again from the top. Returns the (tile, batch) that succeeded.
+    """
+    scale, factor = int(model.scale), unshuffle_factor(model)
+    height, width = image.shape[-2:]
+    padded = pad_right_bottom(image, pre_pad, pre_pad)
+    h_pad, w_pad = padded.shape[-2:]
+    padded = pad_right_bottom(padded, _ceil_to(h_pad, factor) - h_pad, _ceil_to(w_pad, factor) - w_pad)
+
+    def crop(top: int, rows: torch.Tensor) -> None:
+        keep = min(rows.shape[-2], height * scale - top)
+        if keep > 0:
+            emit(top, rows[..., :keep, : width * scale].clamp(0.0, 1.0))
+
+    while True:
+        try:
+            with torch.inference_mode():
+                tiled_forward_rows(model, padded, tile, overlap, batch, on_tile, crop)
+            return tile, batch
+        except torch.cuda.OutOfMemoryError as error:
+            current = tile or max(padded.shape[-2:])
+            if current // 2 < MIN_TILE:
+                raise RuntimeError(f"CUDA out of memory even with tile {current}: {error}") from error
+            tile, batch = _ceil_to(current // 2, factor), 1
+            log(f"CUDA out of memory with tile {current}; retrying with tile {tile}, one window per pass")
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
 
 
 def upscale_tensor(

@@ -30,13 +30,23 @@ from models.losses import PerceptualLoss
 from models.rrdbnet import RRDBNet
 from models.vgg import VGGFeatureExtractor, resolve_vgg19_weights
 from models.weights import check_same_arch, export_generator, load_generator_state_dict, load_into
-from pipelines.checkpoint import checkpoint_path, latest_checkpoint, load_checkpoint, save_atomic
+from pipelines.checkpoint import checkpoint_path, latest_checkpoint, save_atomic
 from pipelines.dist import DistInfo, cleanup_distributed, mean_over_ranks, setup_distributed
-from pipelines.elastic import Heartbeat, rank_state, resume_after_restart
+from pipelines.elastic import Heartbeat, rank_state, restart_count, resume_after_restart
 from pipelines.metrics import MetricsWriter
 from pipelines.pool import TrainingPairPool
+from pipelines.safety import (
+    best_validated_iteration,
+    changed_config_keys,
+    check_init_report,
+    check_run_dir,
+    clear_run_dir,
+    load_resume_checkpoint,
+    prune_checkpoints,
+    trim_metrics,
+)
 from pipelines.step import TrainingDiverged, TrainStep
-from pipelines.train_config import PERCEPTUAL_LAYERS, ConfigError, TrainConfig
+from pipelines.train_config import PERCEPTUAL_LAYERS, ConfigError, TrainConfig, stage_defaults
 from pipelines.val_quality import ValidationTracker
 from pipelines.validate import read_pairs
 from shards.read import LoaderConfig, ShardStream
@@ -45,7 +55,7 @@ __all__ = ["train", "TrainResult", "learning_rate", "TrainingDiverged"]
 
 # Keys that may change when resuming (they do not alter what is computed).
 RESUMABLE_CHANGES = {"total_iter", "log_every", "checkpoint_every", "val_every", "val_shards", "val_max_images",
-                     "val_select", "val_lq", "dist_timeout_s"}
+                     "val_select", "val_lq", "dist_timeout_s", "keep_checkpoints", "data.max_pixels"}
 
 
 @dataclass(frozen=True)
@@ -127,6 +137,7 @@ def _init_weights(cfg: TrainConfig, net_g, log) -> None:
     state, source = load_generator_state_dict(cfg.init_from, prefer=(cfg.init_key, "params_ema", "params"))
     check_same_arch(net_g, state, cfg.init_from)
     report = load_into(net_g, state, strict=False)
+    check_init_report(report, source)  # hook: pipelines/safety.py
     log(f"initialised G from {source}: {report.summary()}")
 
 
@@ -141,9 +152,8 @@ def _perceptual(cfg: TrainConfig, device: torch.device) -> PerceptualLoss | None
 
 def _check_resume_config(saved: dict, cfg: TrainConfig, resolved_precision_saved: bool = False) -> None:
     """Refuse changed settings; ``precision`` is checked as resolved (TrainStep.load_state_dict) when saved so."""
-    now = cfg.to_dict()
     free = RESUMABLE_CHANGES | ({"precision"} if resolved_precision_saved else set())
-    changed = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k) and k not in free)
+    changed = changed_config_keys(saved, cfg.to_dict(), stage_defaults(cfg.stage), free)  # keys added later: safety
     if changed:
         raise ConfigError(f"cannot resume: the config differs from the checkpoint's in {', '.join(changed)}; "
                           f"use the saved {cfg.run_dir}/config.toml or start a new run_dir")
@@ -156,20 +166,30 @@ def _log_line(it: int, total: int, logs: dict, lr: float, rate: float, wait_shar
 
 
 def train(cfg: TrainConfig, *, resume: bool = False, device: str | None = None, stop_at: int | None = None,
-          log=print) -> TrainResult:
-    """Run (or resume) a training stage. ``stop_at`` stops early after that iteration, with a checkpoint."""
+          log=print, overwrite: bool = False) -> TrainResult:
+    """Run (or resume) a training stage. ``stop_at`` stops early after that iteration, with a checkpoint.
+
+    A fresh run (no ``resume``) refuses a ``run_dir`` that holds a previous run unless ``overwrite``; a torchrun
+    restart continues from the latest checkpoint by itself (or starts again if the first attempt wrote none).
+    """
     info = setup_distributed(device, cfg.dist_timeout_s)
     resume = resume or resume_after_restart(Path(cfg.run_dir))  # torchrun restart: continue (pipelines.elastic)
     heartbeat = Heartbeat(info.rank, info.world_size, cfg.dist_timeout_s, info.device)
+    clean = False
     try:
-        return _train(cfg, info, resume, stop_at, log if info.is_main else (lambda *_: None), heartbeat)
+        # A restart before the first checkpoint finds this run's own config.toml: not a previous run.
+        check_run_dir(Path(cfg.run_dir), resume=resume, overwrite=overwrite or restart_count() > 0)
+        result = _train(cfg, info, resume, stop_at, log if info.is_main else (lambda *_: None), heartbeat,
+                        overwrite)
+        clean = True
+        return result
     except RuntimeError as error:  # a timed-out collective: name the rank that stalled, if one did
         stalled = heartbeat.diagnose(error) if info.distributed and not isinstance(error, TrainingDiverged) else None
         if stalled is None:
             raise
         raise stalled from error
     finally:
-        cleanup_distributed()
+        cleanup_distributed(clean=clean, log=log)  # barrier only when every rank got here normally
 
 
 def _check_shards(spec: str) -> None:
@@ -204,20 +224,20 @@ class _Run:
 
 
 def _train(cfg: TrainConfig, info: DistInfo, resume: bool, stop_at: int | None, log,
-           heartbeat: Heartbeat | None = None) -> TrainResult:
-    run = _build_run(cfg, info, resume, log)
+           heartbeat: Heartbeat | None = None, overwrite: bool = False) -> TrainResult:
+    run = _build_run(cfg, info, resume, log, overwrite)
     run.heartbeat = heartbeat
     return _loop(run, stop_at, log)
 
 
-def _build_run(cfg: TrainConfig, info: DistInfo, resume: bool, log) -> _Run:
+def _build_run(cfg: TrainConfig, info: DistInfo, resume: bool, log, overwrite: bool = False) -> _Run:
     """Check and open everything, build the step, restore a checkpoint: everything that can fail, before work."""
     run_dir, dev = Path(cfg.run_dir), info.device
     _check_shards(cfg.data.shards)
     stream = ShardStream(LoaderConfig(cfg.data.shards, batch_size=cfg.data.batch_size, patch_size=cfg.data.patch_size,
                                       shuffle_buffer=cfg.data.shuffle_buffer, hflip=cfg.data.hflip, rot=cfg.data.rot,
                                       num_workers=cfg.data.num_workers, seed=cfg.seed, strict=cfg.data.strict,
-                                      manifest=cfg.data.manifest or None),
+                                      manifest=cfg.data.manifest or None, max_pixels=cfg.data.max_pixels),
                          rank=info.rank, world_size=info.world_size)
     perceptual = _perceptual(cfg, dev)
     val_pairs = read_pairs(cfg.val_shards, cfg.val_max_images) if cfg.val_shards and info.is_main else []
@@ -233,6 +253,11 @@ def _build_run(cfg: TrainConfig, info: DistInfo, resume: bool, log) -> _Run:
     pool = TrainingPairPool(cfg.queue_size, torch.Generator().manual_seed(_seed(cfg.seed, 2, info.rank)))
     start = _restore(checkpoint, step, rank_gen, pool, stream, info, log) if checkpoint is not None else 0
     if info.is_main:
+        if overwrite and not resume:  # hook: pipelines/safety.py (every check above has passed)
+            for path in clear_run_dir(run_dir):
+                log(f"--overwrite: removed {path}")
+        if checkpoint is not None and (dropped := trim_metrics(run_dir / "metrics.jsonl", start)):  # hook: safety.py
+            log(f"metrics.jsonl: dropped {dropped} records written after the checkpoint of iteration {start}")
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.toml").write_text(cfg.to_toml(), encoding="utf-8")
     metrics = MetricsWriter(run_dir / "metrics.jsonl")
@@ -242,10 +267,7 @@ def _build_run(cfg: TrainConfig, info: DistInfo, resume: bool, log) -> _Run:
 
 
 def _find_checkpoint(run_dir: Path, cfg: TrainConfig, log) -> dict:
-    found = latest_checkpoint(run_dir)
-    if found is None:
-        raise FileNotFoundError(f"--resume: no checkpoint in {run_dir / 'checkpoints'}")
-    checkpoint = load_checkpoint(found)
+    found, checkpoint = load_resume_checkpoint(run_dir)  # hook: safety.py (a corrupt one names the previous)
     _check_resume_config(checkpoint["config"], cfg, resolved_precision_saved="precision" in checkpoint)
     log(f"resuming from {found} (iteration {checkpoint['iter']})")
     return checkpoint
@@ -283,6 +305,7 @@ def _loop(run: _Run, stop_at: int | None, log) -> TrainResult:
                 interrupted = True
                 log(f"interrupted at iteration {it}: checkpoint written, continue with --resume")
                 break
+    batches.close()  # stop the loader (its worker processes, open shards) before the process group goes
     _report_ranks(run.step.net_g, run.seen_keys, info, log)
     return TrainResult(it, run.run_dir, last_path, interrupted, logs)
 
@@ -352,14 +375,22 @@ def _save(run: _Run, iteration: int, log) -> Path:
     if not info.is_main:
         return path
     state = {"iter": iteration, **step.state_dict(), "data": run.stream.state_dict(), "ranks": ranks,
-             "torch_rng": torch.get_rng_state(), "config": run.cfg.to_dict()}
+             "config": run.cfg.to_dict()}
     save_atomic(state, path)
+    prune_checkpoints(run_dir, run.cfg.keep_checkpoints, _best_iteration(run))
     export_generator(run_dir / "models" / "net_g_latest.pth", step.net_g, step.ema.state_dict())
     if step.net_d is not None:
         save_atomic({"params": {k: v.cpu() for k, v in step.net_d.state_dict().items()}},
                     run_dir / "models" / "net_d_latest.pth")
     log(f"saved {path}")
     return path
+
+
+def _best_iteration(run: _Run) -> int | None:
+    """The iteration of the best validated checkpoint (by val_select; by PSNR when selection is off)."""
+    if run.tracker is not None and run.tracker.best:
+        return int(run.tracker.best["iter"])
+    return best_validated_iteration(run.run_dir / "metrics.jsonl")
 
 
 def _run_validation(run: _Run, iteration: int, log) -> None:

@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Literal
 
 from degrade import DegradationConfig
-from degrade.tomlio import ConfigError, apply_overrides, from_dict, to_dict, to_toml
+from degrade.tomlio import ConfigError, apply_overrides, to_dict, to_toml
+from shards.imagesize import MAX_SAMPLE_PIXELS
+from shards.read import LoaderConfig
 
 try:  # Python 3.11+
     import tomllib
@@ -31,16 +33,19 @@ PERCEPTUAL_LAYERS = ("conv1_2", "conv2_2", "conv3_4", "conv4_4", "conv5_4")
 class DataConfig:
     """Training data: shards of HR patches (from `cli.py shard`)."""
 
-    shards: str = ""  # a shard folder with manifest.json, a brace pattern, or URLs
+    # A shard folder with manifest.json, a brace pattern, or URLs. SECURITY: a "pipe:CMD" URL runs CMD in a shell
+    # (webdataset), so a config is as trusted as a shell script; names read from a manifest never are commands.
+    shards: str = ""
     manifest: str = ""  # a local manifest.json for remote shards
     batch_size: int = 12  # per process
     patch_size: int = 400  # GT patch fed to the degradation (the reference dataset's crop_pad_size)
     gt_size: int = 256  # GT crop after degradation; the LQ crop is gt_size / scale
-    num_workers: int = 5  # DataLoader workers per process (the reference uses 5 per GPU)
+    num_workers: int = LoaderConfig.num_workers  # one source of truth: shards.read.LoaderConfig (5 per GPU)
     shuffle_buffer: int = 512
     hflip: bool = True
     rot: bool = False
     strict: bool = False  # a corrupt or missing shard is fatal instead of skipped with a warning
+    max_pixels: int = MAX_SAMPLE_PIXELS  # a sample declaring more pixels is a bad sample, never decoded (0: off)
 
 
 @dataclass(frozen=True)
@@ -109,6 +114,7 @@ class TrainConfig:
     val_max_images: int = 16
     val_select: str = "psnr"  # best checkpoint by psnr | ssim | niqe | none -> models/net_g_best.pth (gan: niqe)
     val_lq: str = ""  # folder of real LR images (no GT) scored by NIQE at each validation; "" disables it
+    keep_checkpoints: int = 5  # newest checkpoints kept (the latest and the best validated are never deleted; 0: all)
     compile: bool = False  # torch.compile the generator (and discriminator)
     channels_last: bool = True  # on CUDA only: measured slower for CPU training (README)
     # Autocast precision of the networks (the degradation always runs in fp32): "auto" is bf16 where the
@@ -191,6 +197,38 @@ def validate(cfg: TrainConfig) -> None:
         _fail(f"data.num_workers must be >= 0, got {data.num_workers}")
     if cfg.val_select not in ("psnr", "ssim", "niqe", "none"):
         _fail(f"val_select must be psnr, ssim, niqe or none, got {cfg.val_select!r}")
+    _validate_ranges(cfg)
+
+
+MAX_NUM_WORKERS = 64  # loader processes per training process; more only costs memory and start-up time
+
+
+def _validate_ranges(cfg: TrainConfig) -> None:
+    """Values that are accepted by the types but make no sense (found by trying them)."""
+    optim, loss = cfg.optim, cfg.loss
+    for name in ("lr_g", "lr_d"):
+        if not getattr(optim, name) > 0:
+            _fail(f"optim.{name} must be > 0, got {getattr(optim, name)} (the paper: 2e-4 net, 1e-4 gan)")
+    if len(optim.betas) != 2 or not all(0 <= b < 1 for b in optim.betas):
+        _fail(f"optim.betas must be two numbers in [0, 1), got {list(optim.betas)} (the paper: [0.9, 0.99])")
+    if optim.weight_decay < 0:
+        _fail(f"optim.weight_decay must be >= 0, got {optim.weight_decay}")
+    if not 0 < optim.gamma <= 1:
+        _fail(f"optim.gamma must be in (0, 1] (the LR factor at each milestone), got {optim.gamma}")
+    if optim.warmup_iter < 0:
+        _fail(f"optim.warmup_iter must be >= 0, got {optim.warmup_iter}")
+    for name in ("pixel_weight", "perceptual_weight", "gan_weight"):
+        if getattr(loss, name) < 0:
+            _fail(f"loss.{name} must be >= 0 (0 switches the term off), got {getattr(loss, name)}")
+    if any(w < 0 for w in loss.perceptual_layer_weights):
+        _fail(f"loss.perceptual_layer_weights must be >= 0, got {list(loss.perceptual_layer_weights)}")
+    if cfg.data.num_workers > MAX_NUM_WORKERS:
+        _fail(f"data.num_workers = {cfg.data.num_workers} is more than {MAX_NUM_WORKERS} loader processes per "
+              f"training process; use about the CPU cores per GPU (the paper: 5)")
+    if cfg.data.max_pixels < 0:
+        _fail(f"data.max_pixels must be >= 0 (0: no limit), got {cfg.data.max_pixels}")
+    if cfg.keep_checkpoints < 0:
+        _fail(f"keep_checkpoints must be >= 0 (0 keeps all), got {cfg.keep_checkpoints}")
 
 
 def stage_defaults(stage: str) -> dict:
@@ -239,9 +277,3 @@ def _merge(base: dict, update: dict) -> dict:
         else:
             out[key] = value
     return out
-
-
-def config_from_checkpoint(data: dict) -> TrainConfig:
-    return from_dict(TrainConfig, data)
-
-

@@ -12,6 +12,8 @@ tiling itself is ``pipelines.tiling``. Deliberate differences from the reference
 * 16-bit results asked for as JPEG / WebP (8-bit formats) are written as PNG, as RGBA ones are.
 * Outputs are written atomically (temporary file + ``os.replace``); one unreadable input is reported
   and skipped instead of stopping the run.
+* An existing output is kept, not overwritten, unless ``--overwrite`` (the input is counted as kept);
+  an output that would be the input itself is an error even with ``--overwrite``.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from torch import nn
 
 from models.weights import describe_spec, load_generator
 from pipelines.common import write_image_atomic
-from pipelines.tiling import default_overlap, upscale_tensor
+from pipelines.tiling import default_overlap, upscale_rows, upscale_tensor
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 SIXTEEN_BIT_SUFFIXES = (".png", ".tif", ".tiff")
@@ -63,6 +65,7 @@ class UpscaleConfig:
     recursive: bool = False
     threads: int = 0  # 0: torch's default (the physical cores)
     progress: bool = True
+    overwrite: bool = False  # replace existing outputs (an output is never the input itself, even then)
 
     def __post_init__(self) -> None:
         if not self.inputs:
@@ -84,10 +87,12 @@ class UpscaleSummary:
     written: list[tuple[Path, Path]] = field(default_factory=list)
     failed: list[tuple[Path, str]] = field(default_factory=list)
     seconds: float = 0.0
+    kept: list[tuple[Path, Path]] = field(default_factory=list)  # outputs that existed: not overwritten
 
     def line(self) -> str:
-        return (f"{len(self.written)} written, {len(self.failed)} failed "
-                f"({len(self.written) + len(self.failed)} inputs, {self.seconds:.1f} s)")
+        kept = f", {len(self.kept)} kept (output exists; --overwrite replaces)" if self.kept else ""
+        total = len(self.written) + len(self.failed) + len(self.kept)
+        return f"{len(self.written)} written, {len(self.failed)} failed{kept} ({total} inputs, {self.seconds:.1f} s)"
 
 
 # ---------------------------------------------------------------- model
@@ -109,7 +114,17 @@ def build_model(weights: str, device: torch.device, half: bool = False) -> tuple
     spec = resolved.spec
     if spec.num_in_ch != 3 or spec.num_out_ch != 3:
         raise ValueError(f"{weights}: upscale needs an RGB model (3 in, 3 out channels), got {spec}")
+    check_finite_weights(model.state_dict(), weights)
     return prepare_model(model, device, half), f"{resolved.description}: {describe_spec(spec, resolved.out_scale)}"
+
+
+def check_finite_weights(state_dict: dict[str, torch.Tensor], weights: str) -> None:
+    """ValueError naming the first tensor holding NaN or infinity (a diverged run or a corrupt file)."""
+    for key, tensor in state_dict.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise ValueError(f"{weights}: tensor {key} holds {bad} NaN/infinite values; the weights come from a "
+                             f"diverged run or a corrupt file: use an earlier checkpoint's weights")
 
 
 def prepare_model(model: nn.Module, device: torch.device, half: bool = False) -> nn.Module:
@@ -189,6 +204,8 @@ def run_model(model: nn.Module, rgb: np.ndarray, state: TileState, on_tile: Tile
     tensor = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))[None]
     out, state.tile, state.batch = upscale_tensor(model, tensor, state.tile, state.overlap, state.batch,
                                                   state.pre_pad, on_tile, log)
+    if not bool(torch.isfinite(out).all()):  # clamp and rounding would turn NaN into a plausible-looking image
+        raise ValueError("the model produced NaN/infinite values (NaN weights, or fp16 overflow: drop --half)")
     return out[0].permute(1, 2, 0).numpy()
 
 
@@ -226,13 +243,68 @@ def enhance(model: nn.Module, image: np.ndarray, state: TileState, alpha_upsampl
         (output in the input's layout and dtype, mode "L" / "RGB" / "RGBA").
     """
     split = split_image(image)
-    rgb = run_model(model, split.rgb, state, on_tile, log)
-    alpha = None if split.alpha is None else upscale_alpha(model, split.alpha, alpha_upsampler, state, log)
-    out = merge_image(rgb, alpha, split.mode, split.dtype)
+    out = enhance_into(model, split, state, alpha_upsampler, on_tile, log)
     if outscale is not None and outscale != float(model.scale):
         height, width = image.shape[:2]
         out = cv2.resize(out, (int(width * outscale), int(height * outscale)), interpolation=cv2.INTER_LANCZOS4)
     return out, split.mode
+
+
+BAND_CHUNK_ROWS = 64  # output rows converted to uint8/uint16 at a time
+
+
+def _band_writer(out: np.ndarray, mode: str, dtype: np.dtype, channel: int | None = None):
+    """``emit(top, rows)`` for ``upscale_rows``: merge_image's conversion of one band, written into ``out``."""
+    peak = MAX_VALUE[dtype]
+
+    def emit(top: int, rows: torch.Tensor) -> None:
+        # In chunks of rows: the float temporaries of the conversion stay small next to the output.
+        for start in range(0, rows.shape[-2], BAND_CHUNK_ROWS):
+            convert(top + start, rows[0, :, start : start + BAND_CHUNK_ROWS].permute(1, 2, 0).numpy())
+
+    def convert(top: int, band: np.ndarray) -> None:
+        if np.isnan(band).any():  # clamp keeps NaN; rounding would turn it into plausible-looking pixels
+            raise ValueError("the model produced NaN/infinite values (NaN weights, or fp16 overflow: drop --half)")
+        if channel is not None:  # alpha through the network: gray of the RGB output
+            converted = cv2.cvtColor(band, cv2.COLOR_RGB2GRAY)
+            out[top : top + band.shape[0], :, channel] = np.clip(np.round(converted * peak), 0, peak).astype(dtype)
+            return
+        converted = cv2.cvtColor(band, cv2.COLOR_RGB2GRAY if mode == "L" else cv2.COLOR_RGB2BGR)
+        target = out[top : top + band.shape[0]]
+        if mode == "L":
+            target[...] = np.clip(np.round(converted * peak), 0, peak).astype(dtype)
+        else:
+            target[:, :, :3] = np.clip(np.round(converted * peak), 0, peak).astype(dtype)
+
+    return emit
+
+
+def enhance_into(model: nn.Module, split: SplitImage, state: TileState, alpha_upsampler: AlphaUpsampler = "realesrgan",
+                 on_tile: TileCallback = None, log: LogCallback = print) -> np.ndarray:
+    """``merge_image(run_model(...), upscale_alpha(...))`` assembled in place, band by band.
+
+    Bit-identical to merging whole-image float results, but the float32 HR image is never held: peak
+    memory is the uint8/uint16 output plus one band of tiles (see ``tiling.tiled_forward_rows``).
+    """
+    scale = int(model.scale)
+    height, width = split.rgb.shape[:2]
+    channels = {"L": (), "RGB": (3,), "RGBA": (4,)}[split.mode]
+    out = np.empty((height * scale, width * scale, *channels), split.dtype)
+
+    def run(rgb: np.ndarray, emit) -> None:
+        tensor = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))[None]
+        state.tile, state.batch = upscale_rows(model, tensor, state.tile, state.overlap, emit, state.batch,
+                                               state.pre_pad, on_tile, log)
+
+    run(split.rgb, _band_writer(out, split.mode, split.dtype))
+    if split.alpha is not None:
+        peak = MAX_VALUE[split.dtype]
+        if split.alpha.min() == split.alpha.max() or alpha_upsampler == "linear":
+            alpha = upscale_alpha(model, split.alpha, alpha_upsampler, state, log)  # constant or one 2-D resize
+            out[:, :, 3] = np.clip(np.round(alpha * peak), 0, peak).astype(split.dtype)
+        else:
+            run(cv2.cvtColor(split.alpha, cv2.COLOR_GRAY2RGB), _band_writer(out, split.mode, split.dtype, channel=3))
+    return out
 
 
 # ---------------------------------------------------------------- files
@@ -355,6 +427,10 @@ def upscale_files(config: UpscaleConfig, stream: TextIO | None = None,
         progress.start(path.name)
         try:
             target = _upscale_one(model, path, subfolder, config, state, claimed, progress)
+        except OutputExists as kept:
+            summary.kept.append((path, kept.target))
+            progress.finish(f"kept {kept.target} (exists; --overwrite replaces it)", True)
+            continue
         except (ValueError, OSError, RuntimeError, cv2.error) as error:
             summary.failed.append((path, str(error)))
             progress.finish(f"FAILED: {error}" if str(path) in str(error) else f"FAILED {path}: {error}", True)
@@ -366,6 +442,23 @@ def upscale_files(config: UpscaleConfig, stream: TextIO | None = None,
     return summary
 
 
+class OutputExists(Exception):
+    """An output file exists and ``--overwrite`` was not given: the input is skipped and counted as kept."""
+
+    def __init__(self, target: Path) -> None:
+        super().__init__(f"{target} exists")
+        self.target = target
+
+
+def check_target(path: Path, target: Path, overwrite: bool) -> None:
+    """Never write over the input itself; write over an existing output only with ``overwrite``."""
+    if target.exists() and target.resolve() == path.resolve():
+        raise ValueError(f"{path}: the output name is the input itself (-o is its folder and --suffix is empty); "
+                         f"choose another -o folder or a non-empty --suffix")
+    if (target.exists() or target.is_symlink()) and not overwrite:
+        raise OutputExists(target)
+
+
 def _upscale_one(model: nn.Module, path: Path, subfolder: Path, config: UpscaleConfig, state: TileState,
                  claimed: dict[Path, Path], progress: Progress) -> Path:
     if not path.is_file():
@@ -375,6 +468,7 @@ def _upscale_one(model: nn.Module, path: Path, subfolder: Path, config: UpscaleC
     target = config.out / subfolder / f"{name}{output_suffix(path, config.ext, image_mode(image), image.dtype)}"
     if target in claimed:  # two inputs that map to one output name: keep the first
         raise ValueError(f"output {target} was already written for {claimed[target]} in this run")
+    check_target(path, target, config.overwrite)
     out, _ = enhance(model, image, state, config.alpha_upsampler, config.outscale,
                      on_tile=progress.tiles, log=progress.message)
     write_image_atomic(target, out)

@@ -52,15 +52,22 @@ def _shard_files(spec: str) -> list[Path]:
 def read_pairs(spec: str, limit: int | None = None) -> list[ValidationPair]:
     """Read (LQ, GT) pairs from paired shards, in shard and member order."""
     pairs: list[ValidationPair] = []
+    images_seen = 0
     for shard in _shard_files(spec):
         members: dict[str, dict[str, bytes]] = {}
-        with tarfile.open(shard) as tar:
-            for member in tar:
-                if not member.isfile():
-                    continue
-                key, _, ext = member.name.partition(".")
-                if ext in ("gt.png", "lq.png"):
-                    members.setdefault(key, {})[ext[:2]] = tar.extractfile(member).read()
+        try:
+            with tarfile.open(shard) as tar:
+                for member in tar:
+                    if not member.isfile():
+                        continue
+                    key, _, ext = member.name.partition(".")
+                    images_seen += ext in ("png", "jpg", "jpeg", "webp")
+                    if ext in ("gt.png", "lq.png"):
+                        members.setdefault(key, {})[ext[:2]] = tar.extractfile(member).read()
+        except (tarfile.TarError, OSError, EOFError) as error:
+            raise ValueError(f"validation shard {shard} is corrupt or truncated ({type(error).__name__}: {error}); "
+                             f"remake the set with `cli.py degrade`, or set val_shards = \"\" to train "
+                             f"without validation") from error
         for key in sorted(members):
             found = members[key]
             if set(found) != {"gt", "lq"}:
@@ -69,6 +76,12 @@ def read_pairs(spec: str, limit: int | None = None) -> list[ValidationPair]:
                                         _decode(found["gt"], f"{shard}:{key}.gt.png")))
             if limit is not None and len(pairs) >= limit:
                 return pairs
+    if not pairs:
+        what = (f"{images_seen} plain images (GT shards from `cli.py shard`?)" if images_seen
+                else "no images")
+        raise ValueError(f"validation shards {spec}: no KEY.gt.png + KEY.lq.png pairs, found {what}; make a "
+                         f"validation set with `python cli.py degrade --shards {spec} --out val-pairs/ --count 16` "
+                         f"and set val_shards = \"val-pairs/\"")
     return pairs
 
 

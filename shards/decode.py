@@ -28,6 +28,8 @@ import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from shards.imagesize import MAX_SOURCE_PIXELS, PixelLimitExceeded, check_pixels, declared_size
+
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm"})
 
 # Why a source was not used. Every kind is counted in the manifest.
@@ -37,9 +39,10 @@ TRUNCATED = "truncated"  # a PNG/JPEG whose data ends before the end marker
 CORRUPT = "corrupt"  # a known image format that OpenCV fails to decode
 UNSUPPORTED = "unsupported"  # decodes, but to a pixel type we do not convert (float, 32-bit int)
 TOO_SMALL = "too_small"  # a side shorter than the minimum patch size
+TOO_LARGE = "too_large"  # declares more pixels than max_pixels (checked from the header, before decoding)
 DUPLICATE = "duplicate"  # the same file reached through two sources
 ERROR = "error"  # any other exception while processing the image
-SKIP_KINDS = (UNREADABLE, NOT_AN_IMAGE, TRUNCATED, CORRUPT, UNSUPPORTED, TOO_SMALL, DUPLICATE, ERROR)
+SKIP_KINDS = (UNREADABLE, NOT_AN_IMAGE, TRUNCATED, CORRUPT, UNSUPPORTED, TOO_SMALL, DUPLICATE, ERROR, TOO_LARGE)
 
 # Conversions applied to a used image.
 CONVERTED_16BIT = "converted_16bit"
@@ -112,12 +115,22 @@ def png_is_truncated(data: bytes) -> bool:
 
 
 def exif_orientation(data: bytes) -> int:
-    """The EXIF orientation tag (1-8) read by PIL from the header, 1 when absent or unreadable."""
+    """The EXIF orientation tag (1-8) read by PIL from the header, 1 when absent or unreadable.
+
+    PIL's decompression-bomb check is off for this header-only read: the pixels are decoded by
+    OpenCV, and the size was already checked against ``max_pixels`` (a valid 14000x14000 photo
+    would otherwise be lost to ``DecompressionBombError``). The shard job runs it in processes,
+    so the module-level switch is not shared between threads.
+    """
+    previous = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
     try:
         with Image.open(io.BytesIO(data)) as img:
             value = img.getexif().get(0x0112, 1)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
         return 1
+    finally:
+        Image.MAX_IMAGE_PIXELS = previous
     return value if isinstance(value, int) and 1 <= value <= 8 else 1
 
 
@@ -161,9 +174,18 @@ def to_rgb8(img: np.ndarray) -> tuple[np.ndarray, tuple[str, ...]]:
     return np.ascontiguousarray(img[:, :, ::-1]), tuple(notes)
 
 
-def decode_image(data: bytes) -> DecodedImage:
-    """Decode file bytes into an upright 8-bit RGB image, or raise ImageSkipped with the reason."""
+def decode_image(data: bytes, max_pixels: int = MAX_SOURCE_PIXELS) -> DecodedImage:
+    """Decode file bytes into an upright 8-bit RGB image, or raise ImageSkipped with the reason.
+
+    The size the header declares is checked against ``max_pixels`` before anything is decoded
+    (``shards.imagesize``; 0 disables the limit), and the decoded size again for unknown headers.
+    """
     fmt = sniff_format(data)
+    try:
+        if (size := declared_size(data)) is not None:
+            check_pixels(*size, max_pixels, f"the image (declared in its {fmt} header)")
+    except PixelLimitExceeded as exc:
+        raise ImageSkipped(TOO_LARGE, str(exc)) from exc
     if fmt == "png" and png_is_truncated(data):
         raise ImageSkipped(TRUNCATED, "PNG data ends before the IEND chunk")
     if fmt == "jpeg" and jpeg_is_truncated(data):
@@ -173,6 +195,10 @@ def decode_image(data: bytes) -> DecodedImage:
         if fmt is None:
             raise ImageSkipped(NOT_AN_IMAGE, "no image signature and OpenCV cannot decode it")
         raise ImageSkipped(CORRUPT, f"{fmt} data that OpenCV cannot decode")
+    try:
+        check_pixels(img.shape[1], img.shape[0], max_pixels, "the decoded image")
+    except PixelLimitExceeded as exc:
+        raise ImageSkipped(TOO_LARGE, str(exc)) from exc
     rgb, notes = to_rgb8(img)
     orientation = exif_orientation(data)
     if orientation != 1:
@@ -181,10 +207,10 @@ def decode_image(data: bytes) -> DecodedImage:
     return DecodedImage(rgb, hashlib.sha256(data).hexdigest(), notes, orientation)
 
 
-def load_image(path: Path) -> DecodedImage:
+def load_image(path: Path, max_pixels: int = MAX_SOURCE_PIXELS) -> DecodedImage:
     """Read and decode one source file (see decode_image); read errors become UNREADABLE."""
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
         raise ImageSkipped(UNREADABLE, f"{type(exc).__name__}: {exc.strerror or exc}") from exc
-    return decode_image(data)
+    return decode_image(data, max_pixels)

@@ -26,9 +26,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
+from shards.atomic import write_bytes_atomic
 from shards.write import file_sha256
 
 FORMAT = "esrgan-kit-shards"
@@ -51,15 +51,10 @@ def digest(obj: object) -> str:
 
 
 def write_manifest(folder: Path, manifest: dict) -> Path:
-    """Write manifest.json atomically (temporary file + fsync + os.replace)."""
+    """Write manifest.json atomically (``shards.atomic``: temporary file + fsync + os.replace)."""
     path = Path(folder) / MANIFEST_NAME
-    tmp = path.with_name(MANIFEST_NAME + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(manifest, f, indent=1, sort_keys=True)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    text = json.dumps(manifest, indent=1, sort_keys=True) + "\n"
+    write_bytes_atomic(path, text.encode("utf-8"), fsync=True)
     return path
 
 
@@ -102,7 +97,17 @@ def verify_shard(folder: Path, entry: dict, check_hash: bool = True) -> str | No
 
 
 def shard_paths(folder: Path, manifest: dict) -> list[str]:
-    """Paths of the manifest's shards, in manifest order."""
+    """Paths of the manifest's shards, in manifest order.
+
+    A name is a plain file name inside ``folder``: never a path, a URL or a ``pipe:`` command (the
+    loader opens its URLs with webdataset's gopen, which runs ``pipe:`` ones in a shell, and
+    ``Path(".") / "pipe:cmd"`` is the string ``"pipe:cmd"``), so a manifest cannot run a command.
+    """
+    for entry in manifest["shards"]:
+        name = str(entry["name"])
+        if not name or name in (".", "..") or any(c in name for c in "/\\:") or name.startswith("-"):
+            raise ManifestError(f"{Path(folder) / MANIFEST_NAME}: shard name {name!r} is not a plain file name "
+                                f"(a path, URL or pipe: command); remake the manifest with `cli.py shard`")
     return [str(Path(folder) / entry["name"]) for entry in manifest["shards"]]
 
 

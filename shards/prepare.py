@@ -279,7 +279,7 @@ def _load_state(out: Path, cfg: ShardConfig, inputs: dict) -> tuple[_State, dict
     if manifest.get("inputs") != inputs:
         raise ShardJobError(f"{path}: the source files changed since these shards were made "
                             f"({manifest.get('inputs', {}).get('files')} -> {inputs['files']} files, or sizes "
-                            "differ); pass --overwrite to rebuild")
+                            "or modification times differ); pass --overwrite to rebuild")
     for entry in manifest["shards"]:
         problem = verify_shard(out, entry, check_hash=cfg.verify == "sha256")
         if problem:
@@ -287,11 +287,13 @@ def _load_state(out: Path, cfg: ShardConfig, inputs: dict) -> tuple[_State, dict
     return _state_from(manifest), manifest
 
 
-def _file_size(path: Path) -> int:
+def _file_stamp(path: Path) -> tuple[int, int]:
+    """(size, mtime in ns) of a source file; (-1, -1) when it cannot be read."""
     try:
-        return path.stat().st_size
+        st = path.stat()
     except OSError:
-        return -1
+        return -1, -1
+    return st.st_size, st.st_mtime_ns
 
 
 def _results(files: list[SourceFile], start: tuple[int, int], plan: PatchPlan, workers: int,
@@ -365,7 +367,8 @@ def prepare_shards(cfg: ShardConfig, progress: Callable[[Progress], None] | None
     if not files:
         raise SourceNotFound("no image files (" + ", ".join(sorted(decode.IMAGE_SUFFIXES)) + ") in "
                              + ", ".join(str(d.path) for d in dirs))
-    inputs = {"files": len(files), "digest": digest([[f.rel, _file_size(f.path)] for f in files])}
+    # Size and modification time: a source edited in place with the same size is noticed on resume.
+    inputs = {"files": len(files), "digest": digest([[f.rel, *_file_stamp(f.path)] for f in files])}
     sources = [{"dataset": d.dataset, "path": str(d.path), "multiscale": d.multiscale} for d in dirs]
     state, old = _load_state(out, cfg, inputs)
     if old is not None and old["complete"]:

@@ -11,7 +11,7 @@ Training usage (one `ShardStream` per rank; rank and world size are passed expli
     batches = iter(stream)                                # infinite; epochs advance by themselves
     for it in range(start_iter, total_iter):
         batch = next(batches)                             # GTBatch(gt, keys, problems)
-        gt = batch.gt.to(device, non_blocking=True)       # (12, 3, 400, 400) float32 RGB in [0, 1]
+        gt = batch.gt.to(device)                          # (12, 3, 400, 400) float32 RGB in [0, 1]
         ...
         checkpoint["data"] = stream.state_dict()          # {"epoch": e, "batch": k, ...}
 
@@ -66,6 +66,7 @@ from braceexpand import braceexpand
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from shards import seeds
+from shards.imagesize import MAX_SAMPLE_PIXELS
 from shards.manifest import MANIFEST_NAME, read_manifest, shard_paths, total_samples
 from shards.stages import GTBatch, Problems, Sample, gt_batches, shard_samples, shuffle
 
@@ -82,7 +83,7 @@ class LoaderConfig:
     shuffle_buffer: int = 512  # samples held (encoded) per worker
     hflip: bool = True
     rot: bool = False
-    num_workers: int = 4
+    num_workers: int = 5  # the reference's per-GPU worker count; train's data.num_workers defaults to this
     seed: int = 0
     strict: bool = False
     epoch_samples: int | None = None  # epoch length T; default: the manifest's sample count
@@ -90,6 +91,7 @@ class LoaderConfig:
     uint8: bool = False  # yield uint8 [0, 255] instead of float32 [0, 1] (4x less inter-process copying)
     pin_memory: bool = False
     prefetch_factor: int = 2
+    max_pixels: int = MAX_SAMPLE_PIXELS  # samples declaring more are bad samples, never decoded (0: no limit)
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "patch_size", "prefetch_factor"):
@@ -224,7 +226,7 @@ class EpochDataset(IterableDataset):
             pass
         aug.random((done, b, 5))
         yield from gt_batches(samples, total - done, b, aug, cfg.patch_size, cfg.hflip, cfg.rot, cfg.uint8,
-                              problems)
+                              problems, cfg.max_pixels)
 
 
 def rescaled_position(batch: int, state: dict, world_size: int, batch_size: int) -> int:

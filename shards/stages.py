@@ -23,6 +23,8 @@ import cv2
 import numpy as np
 import torch
 
+from shards.imagesize import MAX_SAMPLE_PIXELS, PixelLimitExceeded, check_pixels, declared_size
+
 IMAGE_EXTS = ("png", "jpg", "jpeg", "webp", "ppm", "bmp", "npy")
 _BASE_EXT = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")  # webdataset's key/extension split
 
@@ -168,10 +170,18 @@ def decode_npy(data: bytes) -> np.ndarray | None:
     return np.frombuffer(data, np.uint8, offset=offset).reshape(shape).copy()  # writable, like OpenCV's
 
 
-def decode_image(sample: Sample) -> np.ndarray | None:
-    """HWC uint8 RGB pixels of a sample (OpenCV; raw `.npy` by its header), or None if it cannot be decoded."""
+def decode_image(sample: Sample, max_pixels: int = MAX_SAMPLE_PIXELS) -> np.ndarray | None:
+    """HWC uint8 RGB pixels of a sample (OpenCV; raw `.npy` by its header), or None if it cannot be decoded.
+
+    Raises PixelLimitExceeded, before decoding, when the header declares more than ``max_pixels``.
+    """
     if sample.image[:6] == _NPY_MAGIC:
-        return decode_npy(sample.image)
+        pixels = decode_npy(sample.image)  # its declared size must match the bytes present
+        if pixels is not None:
+            check_pixels(pixels.shape[1], pixels.shape[0], max_pixels, f"sample {sample.key!r}")
+        return pixels
+    if (size := declared_size(sample.image)) is not None:
+        check_pixels(*size, max_pixels, f"sample {sample.key!r}")
     buf = np.frombuffer(sample.image, np.uint8)
     if _RGB is not None:
         return cv2.imdecode(buf, _RGB)
@@ -208,7 +218,8 @@ def gt_patch(img: np.ndarray, u: np.ndarray, patch: int, hflip: bool, rot: bool)
 
 
 def gt_batches(samples: Iterator[Sample], n_batches: int, batch_size: int, aug_rng: np.random.Generator,
-               patch: int, hflip: bool, rot: bool, uint8: bool, problems: Problems) -> Iterator[GTBatch]:
+               patch: int, hflip: bool, rot: bool, uint8: bool, problems: Problems,
+               max_pixels: int = MAX_SAMPLE_PIXELS) -> Iterator[GTBatch]:
     """Decode, augment and stack samples into exactly n_batches batches (fewer only if samples run out).
 
     Every batch draws (batch_size, 5) uniforms from aug_rng, so skipping k batches on resume is
@@ -221,7 +232,11 @@ def gt_batches(samples: Iterator[Sample], n_batches: int, batch_size: int, aug_r
         out = np.empty((batch_size, 3, patch, patch), np.uint8 if uint8 else np.float32)
         keys: list[str] = []
         for sample in samples:
-            img = decode_image(sample)
+            try:
+                img = decode_image(sample, max_pixels)
+            except PixelLimitExceeded as exc:  # a decompression bomb: a bad sample, never decoded
+                problems.report("sample", sample.url, str(exc))
+                continue
             if img is None:
                 problems.report("sample", sample.url, f"cannot decode the image of {sample.key!r}")
                 continue

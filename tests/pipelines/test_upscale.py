@@ -438,7 +438,7 @@ def test_collisions_folders_and_recursion(tmp_path) -> None:
     assert sorted(str(t.relative_to(tmp_path / "in" / "deep")) for _, t in deep.written) == [
         "a/x_out.png", "b/c/x_out.png", "top_out.png"]
     again = upscale_files(UpscaleConfig((tmp_path / "in",), tmp_path / "in" / "deep", str(tmp_path / "w.pth"),
-                                        recursive=True, progress=False), stream=_Sink())
+                                        recursive=True, progress=False, overwrite=True), stream=_Sink())
     assert len(again.written) == 3  # its own outputs (inside OUT) are not inputs
     clash = upscale_files(UpscaleConfig((tmp_path / "in" / "a", tmp_path / "in" / "b" / "c"), tmp_path / "clash",
                                         str(tmp_path / "w.pth"), progress=False), stream=_Sink())
