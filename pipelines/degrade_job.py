@@ -8,8 +8,8 @@ from __future__ import annotations
 import click
 
 from pipelines.shard_job import ProgressLine
-from shards.cluster import ClusterError
 from shards.atomic import FolderBusy, folder_lock
+from shards.cluster import ClusterError
 from shards.manifest import ManifestError
 from shards.pairs import PairConfig, PairReport, make_pairs
 from shards.prepare import ShardJobError

@@ -11,8 +11,8 @@ from typing import TextIO
 
 import click
 
-from shards.cluster import ClusterError
 from shards.atomic import FolderBusy, folder_lock
+from shards.cluster import ClusterError
 from shards.decode import ALPHA_DROPPED, CONVERTED_16BIT, EXIF_ORIENTED, GRAY_EXPANDED
 from shards.prepare import PrepareReport, Progress, ShardConfig, ShardJobError, prepare_shards
 from shards.sources import SourceNotFound
