@@ -40,6 +40,8 @@ Backend = Literal["auto", "torch", "onnxruntime", "openvino"]
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
 BACKENDS: tuple[str, ...] = ("auto", "torch", "onnxruntime", "openvino")
 RUNTIME_EXTRAS = {"onnxruntime": "onnxruntime", "openvino": "openvino"}  # backend -> pyproject extra
+# Packages each extra brings: torch.onnx.export needs `onnx` to write the graph the runtime reads.
+RUNTIME_MODULES = {"onnxruntime": ("onnx", "onnxruntime"), "openvino": ("onnx", "openvino")}
 # What each backend can run on the CPU; fp16 convolutions are CUDA-only here (no CPU fp16 kernels worth using).
 CPU_PRECISIONS = {"torch": ("fp32", "bf16"), "onnxruntime": ("fp32",), "openvino": ("fp32", "bf16")}
 # Fastest first at equal precision, measured on the CPU (bench/results/upscale_backends.json).
@@ -82,16 +84,19 @@ def resolve_precision(precision: str, device: torch.device, half: bool = False) 
 
 
 def runtime_available(backend: str) -> bool:
-    return importlib.util.find_spec(backend) is not None
+    """Whether the backend's packages are installed (found, not imported: auto must stay cheap)."""
+    return all(importlib.util.find_spec(name) is not None for name in RUNTIME_MODULES[backend])
 
 
 def import_runtime(backend: str):
-    """Import onnxruntime / openvino, or raise ModuleNotFoundError naming the extra to install."""
-    try:
-        return importlib.import_module(backend)
-    except ImportError as error:
-        raise ModuleNotFoundError(f"--backend {backend} needs the optional package {backend}: "
-                                  f"pip install -e \".[{RUNTIME_EXTRAS[backend]}]\"", name=backend) from error
+    """Import onnxruntime / openvino (and onnx), or raise ModuleNotFoundError naming the extra to install."""
+    for name in RUNTIME_MODULES[backend]:
+        try:
+            module = importlib.import_module(name)
+        except ImportError as error:
+            raise ModuleNotFoundError(f"--backend {backend} needs the optional package {name}: "
+                                      f"pip install -e \".[{RUNTIME_EXTRAS[backend]}]\"", name=name) from error
+    return module
 
 
 def resolve_backend(backend: str, device: torch.device, precision: str) -> str:
