@@ -11,8 +11,8 @@ Prints JSON. Two parts (`bench/upscale.py --backends` runs this script too):
   runs twice in a fresh process (the faster, warm run is kept). --clock process: CPU seconds of the
   process (all its threads), the measure least disturbed by other jobs on a shared machine with --threads 1.
 * --errors: the released realesrgan-x4plus weights on a --error-size centre crop of every bundled photo, untiled:
-  each variant's output against torch fp32 in 1/255 levels (max, 99.9th percentile, mean) and the PSNR between
-  the two uint8-rounded outputs.
+  each variant's output against torch fp32 in 1/255 levels (max, 99.9th percentile, mean) and the PSNR of that
+  difference rounded to whole levels.
 
     python bench/upscale_backends.py --threads 1 --size 96 --rounds 3 --reference-python /opt/refenv/bin/python \
         --out bench/results/upscale_backends.json
@@ -148,9 +148,9 @@ def errors(args: argparse.Namespace) -> dict:
            "crop": f"centre {args.error_size}x{args.error_size}, untiled", "skipped": skipped, "variants": {}}
     for name, parts in diffs.items():
         diff = np.concatenate(parts)
-        rounded_mse = float(np.mean(np.round(diff) ** 2))  # |round(a) - round(b)| ~ round(|a - b|) for the PSNR
+        rounded_mse = float(np.mean(np.round(diff) ** 2))  # the difference in whole levels (not round(a) - round(b))
         out["variants"][name] = {
-            "max_255": round(float(diff.max()), 2), "p999_255": round(float(np.quantile(diff, 0.999)), 2),
+            "max_255": round(float(diff.max()), 4), "p999_255": round(float(np.quantile(diff, 0.999)), 2),
             "mean_255": round(float(diff.mean()), 4),
             "psnr_vs_fp32_db": round(10 * np.log10(255**2 / rounded_mse), 1) if rounded_mse else "inf",
             "per_photo": per_photo[name]}

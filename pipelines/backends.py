@@ -12,7 +12,7 @@ Precision (``--precision``; ``--half`` is an alias of fp16):
   precision hint, which OpenVINO honours only on CPUs with AMX / AVX512-BF16. ``fp16``: the model in half
   precision on CUDA (what the official inference does with ``--fp32`` off).
 * ``auto``: fp16 on CUDA; on the CPU the fastest precision within ``CPU_AUTO_TOLERANCE_255`` of fp32 for the
-  released x4plus weights on the bundled photos. bf16 autocast measured max 13 / p99.9 3.4 levels
+  released x4plus weights on the bundled photos. bf16 autocast measured max 13.7 / p99.9 3.3 levels
   (README, "Upscale precision"), far outside it, so ``auto`` is fp32 on every CPU and bf16 is opt-in.
 
 Backend ``auto``: torch on CUDA; on the CPU the fastest installed backend for the precision, in the order
@@ -44,13 +44,15 @@ RUNTIME_EXTRAS = {"onnxruntime": "onnxruntime", "openvino": "openvino"}  # backe
 RUNTIME_MODULES = {"onnxruntime": ("onnx", "onnxruntime"), "openvino": ("onnx", "openvino")}
 # What each backend can run on the CPU; fp16 convolutions are CUDA-only here (no CPU fp16 kernels worth using).
 CPU_PRECISIONS = {"torch": ("fp32", "bf16"), "onnxruntime": ("fp32",), "openvino": ("fp32", "bf16")}
-# Fastest first at equal precision, measured on the CPU (bench/results/upscale_backends.json).
+# Fastest first at equal precision, measured on the CPU (bench/results/upscale_backends*.json).
 AUTO_ORDER = {"fp32": ("openvino", "onnxruntime", "torch"), "bf16": ("openvino", "torch")}
 # auto on the CPU takes a reduced precision only if x4plus stays this close to fp32 (1/255 levels): about the
 # default tiling's own error at tile 512, overlap 64 (pipelines.tiling docstring).
 CPU_AUTO_TOLERANCE_255 = {"max": 2.0, "p999": 1.0}
-CPU_AUTO_PRECISION = "fp32"  # bf16 autocast: max 13, p99.9 3.4 -> outside the tolerance on any CPU
+CPU_AUTO_PRECISION = "fp32"  # bf16 autocast: max 13.7, p99.9 3.3 -> outside the tolerance on any CPU
 ONNX_OPSET = 17
+OPENVINO_NO_BF16 = ("--backend openvino --precision bf16: this CPU has no bf16 hardware (AMX / AVX512-BF16) and "
+                    "OpenVINO would run fp32; use --backend torch (emulated bf16) or --precision fp32")
 
 
 def parse_precision(precision: str, half: bool = False) -> str:
@@ -115,6 +117,8 @@ def resolve_backend(backend: str, device: torch.device, precision: str) -> str:
             raise ValueError(f"--backend {backend} runs {'/'.join(CPU_PRECISIONS[backend])} only (asked: "
                              f"--precision {precision}); use --backend torch or another --precision")
         import_runtime(backend)
+        if backend == "openvino" and precision == "bf16" and not native_bf16_cpu():
+            raise ValueError(OPENVINO_NO_BF16)
     return backend
 
 
@@ -192,8 +196,7 @@ class OpenVinoModel(_StandIn):
             "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1})
         got = str(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
         if precision == "bf16" and "bf16" not in got:  # OpenVINO silently falls back to f32 without AMX/AVX512-BF16
-            raise ValueError("--backend openvino --precision bf16: this CPU has no bf16 hardware (AMX / AVX512-BF16) "
-                             "and OpenVINO would run fp32; use --backend torch (emulated bf16) or --precision fp32")
+            raise ValueError(OPENVINO_NO_BF16)
         self.request = self.compiled.create_infer_request()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -179,8 +179,13 @@ def test_released_x4plus_runtime_equals_torch_within_1_255(runtime) -> None:
     assert (got - expected).abs().max().item() * 255 <= 1.0
 
 
-def test_openvino_bf16_without_bf16_hardware_is_an_error_not_a_silent_fp32() -> None:
+def test_openvino_bf16_without_bf16_hardware_is_an_error_not_a_silent_fp32(monkeypatch) -> None:
     need("openvino")
+    monkeypatch.setattr(backends, "native_bf16_cpu", lambda: False)  # refused before any work is done
+    with pytest.raises(ValueError, match="no bf16 hardware"):
+        backends.resolve_backend("openvino", CPU, "bf16")
+    monkeypatch.undo()
+    # ... and, should torch and OpenVINO disagree, OpenVINO's own read-back of the hint decides.
     if backends.native_bf16_cpu():
         wrapped = backends.wrap_model(tiny(4), "openvino", "bf16", threads=1)
         assert "bf16" in str(wrapped.compiled.get_property("INFERENCE_PRECISION_HINT"))
