@@ -210,7 +210,7 @@ def quickstart(out, net_iters, gan_iters, from_scratch, smallest, seed):
 @click.option("--backend", type=click.Choice(["auto", "torch", "onnxruntime", "openvino"]), default="auto",
               show_default=True, help="CPU runtime for the network (auto: the fastest installed; see README).")
 @click.option("-r", "--recursive", is_flag=True, help="Scan input folders recursively (subfolders mirrored in OUT).")
-@click.option("--threads", default=0, show_default=True, help="CPU threads (0: torch's default).")
+@click.option("--threads", default=0, show_default=True, help="CPU threads, torch and runtimes (0: torch's default).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 def upscale(inputs, out, weights, suffix, ext, outscale, tile, tile_overlap, tile_batch, pre_pad, alpha_upsampler,
             device, half, precision, backend, recursive, threads, quiet):
