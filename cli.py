@@ -288,13 +288,17 @@ def quickstart(out, net_iters, gan_iters, from_scratch, smallest, seed):
 @click.option("--alpha-upsampler", type=click.Choice(["realesrgan", "linear"]), default="realesrgan",
               show_default=True, help="Alpha through the network, or cv2 INTER_LINEAR.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--half", is_flag=True, help="fp16 inference (CUDA only).")
+@click.option("--half", is_flag=True, help="Alias of --precision fp16 (CUDA only).")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True,
+              help="auto: fp16 on CUDA, fp32 on the CPU (bf16 is opt-in: up to 14/255 from fp32 with x4plus).")
+@click.option("--backend", type=click.Choice(["auto", "torch", "onnxruntime", "openvino"]), default="auto",
+              show_default=True, help="CPU runtime for the network (auto: the fastest installed; see README).")
 @click.option("-r", "--recursive", is_flag=True, help="Scan input folders recursively (subfolders mirrored in OUT).")
-@click.option("--threads", default=0, show_default=True, help="CPU threads (0: torch's default).")
+@click.option("--threads", default=0, show_default=True, help="CPU threads, torch and runtimes (0: torch's default).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs (default: keep them and skip the input).")
 def upscale(inputs, out, weights, suffix, ext, outscale, tile, tile_overlap, tile_batch, pre_pad, alpha_upsampler,
-            device, half, recursive, threads, quiet, overwrite):
+            device, half, precision, backend, recursive, threads, quiet, overwrite):
     """Upscale images or folders with seam-free tiles; exit code 1 if any input failed (see README)."""
     from pipelines.upscale import UpscaleConfig, upscale_files
 
@@ -302,8 +306,8 @@ def upscale(inputs, out, weights, suffix, ext, outscale, tile, tile_overlap, til
         config = UpscaleConfig(tuple(inputs), out, weights, suffix=suffix, ext=ext, outscale=outscale,
                                alpha_upsampler=alpha_upsampler, tile=tile, tile_overlap=tile_overlap,
                                tile_batch=tile_batch, pre_pad=pre_pad, device=device, half=half,
-                               recursive=recursive, threads=threads, progress=not quiet,
-                               overwrite=overwrite)
+                               precision=precision, backend=backend, recursive=recursive, threads=threads,
+                               progress=not quiet, overwrite=overwrite)
         summary = upscale_files(config)
     except (ValueError, FileNotFoundError, ModuleNotFoundError) as error:
         raise click.ClickException(str(error)) from error

@@ -12,6 +12,8 @@ and min are reported because other jobs share the CPU.
     python bench/upscale.py --threads 1 --clock process --repeats 1 --rounds 2 --reference-python ...
         # CPU seconds on one thread: the comparison least disturbed by other jobs on a shared machine
     python bench/upscale.py --seams --weights realesrgan-x4plus --seam-size 128   # tile-edge errors
+    python bench/upscale.py --backends --threads 1 --size 96 --reference-python /opt/refenv/bin/python
+        # per backend / precision (torch fp32/bf16, onnxruntime, OpenVINO) with the reference: upscale_backends.py
 
 --seams measures, for --weights (default: the random model), (a) e(d): the largest output change, in 1/255,
 at LR distance d from a one-sided cut of the input, and (b) tiled-vs-untiled max / 99.9th-percentile error
@@ -285,4 +287,11 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    if "--backends" in sys.argv[1:]:  # the per-backend / per-precision benchmark has its own arguments
+        sys.argv.remove("--backends")
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from upscale_backends import main as backends_main
+
+        backends_main()
+    else:
+        main()

@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from models.weights import describe_spec, load_generator
+from pipelines import backends
 from pipelines.common import write_image_atomic
 from pipelines.tiling import default_overlap, upscale_rows, upscale_tensor
 
@@ -61,7 +62,9 @@ class UpscaleConfig:
     tile_batch: int = 0  # 0: auto
     pre_pad: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    half: bool = False
+    half: bool = False  # alias of precision="fp16"
+    precision: backends.Precision = "auto"  # see pipelines.backends
+    backend: backends.Backend = "auto"
     recursive: bool = False
     threads: int = 0  # 0: torch's default (the physical cores)
     progress: bool = True
@@ -78,6 +81,9 @@ class UpscaleConfig:
             raise ValueError(f"--outscale must be > 0 (got {self.outscale})")
         if os.sep in self.suffix or (os.altsep and os.altsep in self.suffix):
             raise ValueError(f"--suffix must not contain a path separator (got {self.suffix!r})")
+        backends.parse_precision(self.precision, self.half)
+        if self.backend not in backends.BACKENDS:
+            raise ValueError(f"--backend must be one of {', '.join(backends.BACKENDS)} (got {self.backend!r})")
 
 
 @dataclass
@@ -415,10 +421,7 @@ def upscale_files(config: UpscaleConfig, stream: TextIO | None = None,
     if not jobs:
         raise ValueError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) in {', '.join(map(str, config.inputs))}"
                          f"{'' if config.recursive else ' (folders are scanned one level deep; -r recurses)'}")
-    if model is None:
-        model, description = build_model(config.weights, resolve_device(config.device, config.half), config.half)
-        if config.progress:
-            stream.write(f"weights: {description}\n")
+    model = _build_backend(config, stream, model)
     overlap = default_overlap(model, config.tile) if config.tile_overlap is None else config.tile_overlap
     state = TileState(config.tile, overlap, config.tile_batch, config.pre_pad)
     summary, progress, claimed = UpscaleSummary(), Progress(len(jobs), stream, config.progress), {}
@@ -457,6 +460,21 @@ def check_target(path: Path, target: Path, overwrite: bool) -> None:
                          f"choose another -o folder or a non-empty --suffix")
     if (target.exists() or target.is_symlink()) and not overwrite:
         raise OutputExists(target)
+
+
+def _build_backend(config: UpscaleConfig, stream: TextIO, model: nn.Module | None) -> nn.Module:
+    """The model (built from ``config.weights`` unless given) run by the configured backend and precision."""
+    device = next(model.parameters()).device if model is not None else resolve_device(config.device, False)
+    precision = backends.resolve_precision(backends.parse_precision(config.precision, config.half), device,
+                                           config.half)
+    backend = backends.resolve_backend(config.backend, device, precision)
+    if model is None:
+        model, description = build_model(config.weights, device, half=precision == "fp16")
+        if config.progress:
+            stream.write(f"weights: {description}\n")
+    if config.progress:
+        stream.write(f"backend: {backends.describe(backend, precision, device, config.threads)}\n")
+    return backends.wrap_model(model, backend, precision, config.threads)
 
 
 def _upscale_one(model: nn.Module, path: Path, subfolder: Path, config: UpscaleConfig, state: TileState,
