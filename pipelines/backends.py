@@ -28,7 +28,6 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import io
-import warnings
 from typing import Literal
 
 import numpy as np
@@ -125,19 +124,11 @@ def resolve_backend(backend: str, device: torch.device, precision: str) -> str:
 def export_onnx(model: nn.Module) -> bytes:
     """The model as ONNX bytes with dynamic batch, height and width (input "input", output "output").
 
-    ``model`` is float32 on the CPU (runtime backends run there). Private to upscaling; ``pipelines.export``
-    may later provide the user-facing export this can point at.
+    ``model`` is float32 on the CPU (runtime backends run there); the graph is the one `cli.py export` writes.
     """
-    factor = int(getattr(getattr(model, "spec", None), "unshuffle_factor", 1))
-    example = torch.zeros(1, 3, 4 * factor, 4 * factor)
-    axes = {0: "batch", 2: "height", 3: "width"}
-    buffer = io.BytesIO()
-    with warnings.catch_warnings():  # the tracer's notes on shape checks it cannot record (they hold for any H, W)
-        warnings.simplefilter("ignore")
-        torch.onnx.export(model, (example,), buffer, dynamo=False, opset_version=ONNX_OPSET,
-                          input_names=["input"], output_names=["output"],
-                          dynamic_axes={"input": axes, "output": axes})
-    return buffer.getvalue()
+    from pipelines.export import onnx_bytes
+
+    return onnx_bytes(model, opset=ONNX_OPSET)
 
 
 class _StandIn(nn.Module):
