@@ -58,6 +58,9 @@ def _identity_where(skip: Tensor, kernels: Tensor) -> Tensor:
 
 
 def _add_noise(images: Tensor, p: StageParams) -> Tensor:
+    for noise_type, add in ((0, add_gaussian_noise), (1, add_poisson_noise)):
+        if bool((p.noise_type == noise_type).all()):  # one type for the batch (the default): no gather/scatter
+            return add(images, p.noise_level, p.noise_gray, p.noise_seed)
     out = images.clone()
     for noise_type, add in ((0, add_gaussian_noise), (1, add_poisson_noise)):
         index = torch.nonzero(p.noise_type == noise_type).flatten()
