@@ -17,6 +17,7 @@ import dataclasses
 import torch
 from torch import Tensor
 
+from degrade.compress import compress
 from degrade.config import DegradationConfig, StageConfig
 from degrade.filter import filter2d
 from degrade.jpeg import jpeg_compress
@@ -70,8 +71,10 @@ def _add_noise(images: Tensor, p: StageParams) -> Tensor:
     return out
 
 
-def _jpeg(images: Tensor, quality: Tensor, backend: str) -> Tensor:
-    return jpeg_compress(images.clamp(0, 1), quality.to(images.device), backend=backend)
+def _jpeg(images: Tensor, p: StageParams, backend: str) -> Tensor:
+    if bool(((p.compression == 0) & (p.jpeg_sampling == 0)).all()):  # the paper's JPEG 4:2:0
+        return jpeg_compress(images.clamp(0, 1), p.jpeg_quality.to(images.device), backend=backend)
+    return compress(images, p.compression, p.jpeg_sampling, p.jpeg_quality, p.webp_quality, backend)
 
 
 def _resize_back_and_sinc(images: Tensor, final: FinalParams, size: tuple[int, int], pad_to: int) -> Tensor:
@@ -109,13 +112,13 @@ def _apply_group(gt: Tensor, params: DegradationParams, config: DegradationConfi
         out = step(f"resize {k + 1}", out)
         out = step(f"noise {k + 1}", _add_noise(out, p))
         if k != last:
-            out = step(f"jpeg {k + 1}", _jpeg(out, p.jpeg_quality, config.jpeg_backend))
-    final_quality = params.stages[last].jpeg_quality
+            out = step(f"jpeg {k + 1}", _jpeg(out, p, config.jpeg_backend))
+    final_compression = params.stages[last]  # the last stage's compression takes part in the final step
     if int(params.final.order[0]) == 0:
         out = step("resize+sinc", _resize_back_and_sinc(out, params.final, target, config.kernel_pad_to))
-        out = step(f"jpeg {last + 1}", _jpeg(out, final_quality, config.jpeg_backend))
+        out = step(f"jpeg {last + 1}", _jpeg(out, final_compression, config.jpeg_backend))
     else:
-        out = step(f"jpeg {last + 1}", _jpeg(out, final_quality, config.jpeg_backend))
+        out = step(f"jpeg {last + 1}", _jpeg(out, final_compression, config.jpeg_backend))
         out = step("resize+sinc", _resize_back_and_sinc(out, params.final, target, config.kernel_pad_to))
     return step("final", quantize(out))
 
