@@ -1,18 +1,26 @@
-"""The compression step of a stage as a per-sample mixture: JPEG (any chroma subsampling) or WebP.
+"""The compression step of a stage as a per-sample mixture: JPEG (any chroma sampling), WebP, video.
 
 The paper compresses with JPEG only, 4:2:0; that stays the default and runs through `jpeg_compress` (the
 batched libjpeg emulation on any device, or OpenCV). The other modes are what images meet on their way
 to users (issue 10 §4):
 
 * JPEG with 4:2:2 or 4:4:4 chroma sampling — libjpeg through OpenCV's ``IMWRITE_JPEG_SAMPLING_FACTOR``;
-* WebP — libwebp through OpenCV, quality 1-100 (lossy).
+* WebP — libwebp through OpenCV, quality 1-100 (lossy);
+* one intra-coded H.264 or HEVC frame — libx264 / libx265 through PyAV (the optional extra ``video``:
+  ``pip install -e ".[video]"``), constant rate factor rounded to an integer, one thread
+  (so the bitstream, hence the pixels, are deterministic). The frame goes through FFmpeg's RGB → YUV 4:2:0
+  conversion (BT.601, limited range) and back (x264 preset "medium", x265 "ultrafast": its slower presets take
+  seconds per frame on two cores); sides are replicate-padded to whole 16×16 macroblocks (at
+  least 32) for the encoder and cropped after decoding.
 
-Both run through OpenCV one sample at a time (on CPU; tensors on another device make a host round trip).
+All of these run one sample at a time on CPU (tensors on another device make a host round trip).
 The torch JPEG emulation covers 4:2:0 only, so ``backend="torch"`` with another sampling is an error.
 Every sample is encoded on its own, so its result never depends on the rest of the batch (replay).
 """
 
 from __future__ import annotations
+
+from fractions import Fraction
 
 import cv2
 import numpy as np
@@ -21,9 +29,12 @@ from torch import Tensor
 
 from degrade.jpeg import _quality_per_sample, jpeg_compress
 
-__all__ = ["COMPRESSION_TYPES", "JPEG_SAMPLINGS", "compress", "opencv_roundtrip"]
+__all__ = ["COMPRESSION_TYPES", "JPEG_SAMPLINGS", "VIDEO_ENCODERS", "compress", "opencv_roundtrip",
+           "video_frame_roundtrip"]
 
-COMPRESSION_TYPES: tuple[str, ...] = ("jpeg", "webp")
+COMPRESSION_TYPES: tuple[str, ...] = ("jpeg", "webp", "h264", "hevc")
+VIDEO_ENCODERS = {"h264": ("libx264", "h264"), "hevc": ("libx265", "hevc")}  # (encoder, decoder)
+PRESETS = {"h264": "medium", "hevc": "ultrafast"}  # x265's slower presets take seconds per frame on 2 cores
 JPEG_SAMPLINGS: tuple[str, ...] = ("4:2:0", "4:2:2", "4:4:4")
 _SAMPLING_FLAGS = {"4:2:0": cv2.IMWRITE_JPEG_SAMPLING_FACTOR_420, "4:2:2": cv2.IMWRITE_JPEG_SAMPLING_FACTOR_422,
                    "4:4:4": cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444}
@@ -35,8 +46,44 @@ def _encode_params(kind: str, quality: int, sampling: str) -> tuple[str, list[in
     return ".jpg", [cv2.IMWRITE_JPEG_QUALITY, quality, cv2.IMWRITE_JPEG_SAMPLING_FACTOR, _SAMPLING_FLAGS[sampling]]
 
 
+def _import_av():
+    try:
+        import av
+    except ImportError as error:  # pragma: no cover - depends on the environment
+        raise ImportError('H.264/HEVC compression needs PyAV: pip install -e ".[video]"') from error
+    return av
+
+
+def video_frame_roundtrip(rgb: np.ndarray, codec: str, crf: int) -> np.ndarray:
+    """Encode one HWC RGB uint8 image as an intra H.264/HEVC frame at ``crf`` with PyAV and decode it back."""
+    av = _import_av()
+    h, w = rgb.shape[:2]
+    padded_h, padded_w = max(32, -(-h // 16) * 16), max(32, -(-w // 16) * 16)
+    padded = cv2.copyMakeBorder(rgb, 0, padded_h - h, 0, padded_w - w, cv2.BORDER_REPLICATE)
+    encoder_name, decoder_name = VIDEO_ENCODERS[codec]
+    encoder = av.CodecContext.create(encoder_name, "w")
+    encoder.width, encoder.height, encoder.pix_fmt = padded_w, padded_h, "yuv420p"
+    encoder.time_base = Fraction(1, 25)
+    encoder.thread_count = 1
+    options = {"crf": str(int(crf)), "preset": PRESETS[codec]}
+    if codec == "hevc":
+        options["x265-params"] = "log-level=none:pools=1:frame-threads=1"
+    else:
+        options["threads"] = "1"
+    encoder.options = options
+    frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(padded), format="rgb24").reformat(format="yuv420p")
+    packets = [*encoder.encode(frame), *encoder.encode(None)]
+    decoder = av.CodecContext.create(decoder_name, "r")
+    decoder.thread_count = 1
+    frames = [f for packet in [*packets, None] for f in decoder.decode(packet)]
+    if not frames:
+        raise RuntimeError(f"{encoder_name} produced no decodable frame for a {w}x{h} image")
+    return np.ascontiguousarray(frames[0].to_ndarray(format="rgb24")[:h, :w])
+
+
 def opencv_roundtrip(images: Tensor, kinds: list[str], qualities: Tensor, samplings: list[str]) -> Tensor:
-    """Encode and decode each sample with OpenCV: ``kinds[i]`` ("jpeg"/"webp"), integer quality, JPEG sampling.
+    """Encode and decode each sample: ``kinds[i]`` ("jpeg"/"webp" by OpenCV, "h264"/"hevc" by PyAV), integer
+    quality (the CRF for video), JPEG sampling.
 
     The input is quantized to 8 bits as `jpeg_compress` does (x·255, round half to even, clamp); the result
     is the decoded image / 255 in the input's dtype, on its device.
@@ -49,6 +96,12 @@ def opencv_roundtrip(images: Tensor, kinds: list[str], qualities: Tensor, sampli
         np.multiply(source[i], 255, out=work)
         np.rint(work, out=work)
         np.clip(work, 0, 255, out=work)
+        if kind in VIDEO_ENCODERS:
+            rgb = cv2.merge([work[0].astype(np.uint8), work[1].astype(np.uint8), work[2].astype(np.uint8)])
+            decoded = video_frame_roundtrip(rgb, kind, int(quality))
+            for c in range(3):
+                np.divide(decoded[..., c], 255, out=out[i, c], dtype=out.dtype)
+            continue
         bgr = cv2.merge([work[2].astype(np.uint8), work[1].astype(np.uint8), work[0].astype(np.uint8)])
         extension, params = _encode_params(kind, int(quality), sampling)
         ok, encoded = cv2.imencode(extension, bgr, params)
@@ -61,14 +114,15 @@ def opencv_roundtrip(images: Tensor, kinds: list[str], qualities: Tensor, sampli
 
 
 def compress(images: Tensor, kind: Tensor, sampling: Tensor, jpeg_quality: Tensor, webp_quality: Tensor,
-             backend: str = "auto") -> Tensor:
-    """The compression step: per sample JPEG (sampling ``JPEG_SAMPLINGS[sampling]``) or WebP.
+             backend: str = "auto", video_crf: Tensor | None = None) -> Tensor:
+    """The compression step: per sample JPEG (sampling ``JPEG_SAMPLINGS[sampling]``), WebP or a video frame.
 
     Args:
         images: (B, 3, H, W) in [0, 1] (clamped here).
         kind: (B,) int64 indices into `COMPRESSION_TYPES`.
         sampling: (B,) int64 indices into `JPEG_SAMPLINGS` (used by JPEG samples).
         jpeg_quality, webp_quality: (B,) qualities, rounded half to even and clamped to [1, 100].
+        video_crf: (B,) constant rate factors of the H.264/HEVC samples, rounded half to even, in [0, 51].
         backend: the JPEG backend for 4:2:0 samples (see `jpeg_compress`); "torch" cannot do other samplings.
 
     Returns:
@@ -85,6 +139,9 @@ def compress(images: Tensor, kind: Tensor, sampling: Tensor, jpeg_quality: Tenso
     b = images.shape[0]
     quality = torch.where(kind == 1, _quality_per_sample(webp_quality.cpu(), b, torch.device("cpu")),
                           _quality_per_sample(jpeg_quality.cpu(), b, torch.device("cpu")))
+    if video_crf is not None:
+        crf = torch.round(video_crf.cpu().to(torch.float64)).clamp(0, 51).to(torch.int64)
+        quality = torch.where(kind >= 2, crf, quality)
     out = torch.empty_like(images)
     rows = torch.nonzero(default).flatten()
     if rows.numel():

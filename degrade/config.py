@@ -110,6 +110,7 @@ class StageConfig:
     jpeg_sampling: tuple[str, ...] = ("4:2:0",)
     jpeg_sampling_prob: tuple[float, ...] = (1.0,)
     webp_range: tuple[float, float] = (30.0, 95.0)
+    video_crf_range: tuple[float, float] = (20.0, 32.0)  # H.264/HEVC constant rate factor (rounded), 0-51
 
     def __post_init__(self) -> None:
         unknown = [k for k in self.kernel_list if k not in _MIXTURE_FAMILIES]
@@ -146,6 +147,7 @@ class StageConfig:
         _check_names("jpeg_sampling", self.jpeg_sampling, JPEG_SAMPLINGS)
         _check_distribution("jpeg_sampling_prob", self.jpeg_sampling_prob, len(self.jpeg_sampling))
         _check_range("webp_range", self.webp_range, low=1.0, high=100.0)
+        _check_range("video_crf_range", self.video_crf_range, low=0.0, high=51.0)
 
     @property
     def extended_compression(self) -> bool:

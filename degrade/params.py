@@ -58,6 +58,7 @@ class StageParams:
     compression: Tensor  # int64 index into COMPRESSION_TYPES (0: JPEG)
     jpeg_sampling: Tensor  # int64 index into JPEG_SAMPLINGS (0: 4:2:0)
     webp_quality: Tensor
+    video_crf: Tensor
 
     def select(self, index: Tensor) -> StageParams:
         return _select_fields(self, index)
@@ -88,6 +89,8 @@ class StageParams:
         kind, sampling = COMPRESSION_TYPES[int(self.compression[i])], JPEG_SAMPLINGS[int(self.jpeg_sampling[i])]
         if kind == "webp":
             record["compression"] = {"type": kind, "quality": float(self.webp_quality[i])}
+        elif kind != "jpeg":
+            record["compression"] = {"type": kind, "crf": float(self.video_crf[i])}
         elif sampling != "4:2:0":  # the paper's JPEG 4:2:0 records stay as they always were
             record["compression"] = {"type": kind, "sampling": sampling}
         return record
@@ -121,6 +124,7 @@ class StageParams:
             jpeg_sampling=column(lambda r: JPEG_SAMPLINGS.index(r.get("compression", {}).get("sampling", "4:2:0")),
                                  _INT),
             webp_quality=column(lambda r: r.get("compression", {}).get("quality", 0.0), _FLOAT),
+            video_crf=column(lambda r: r.get("compression", {}).get("crf", 0.0), _FLOAT),
         )
 
 

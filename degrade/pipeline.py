@@ -74,7 +74,7 @@ def _add_noise(images: Tensor, p: StageParams) -> Tensor:
 def _jpeg(images: Tensor, p: StageParams, backend: str) -> Tensor:
     if bool(((p.compression == 0) & (p.jpeg_sampling == 0)).all()):  # the paper's JPEG 4:2:0
         return jpeg_compress(images.clamp(0, 1), p.jpeg_quality.to(images.device), backend=backend)
-    return compress(images, p.compression, p.jpeg_sampling, p.jpeg_quality, p.webp_quality, backend)
+    return compress(images, p.compression, p.jpeg_sampling, p.jpeg_quality, p.webp_quality, backend, p.video_crf)
 
 
 def _resize_back_and_sinc(images: Tensor, final: FinalParams, size: tuple[int, int], pad_to: int) -> Tensor:

@@ -104,11 +104,12 @@ def sample_stage(cfg: StageConfig, batch: int, generator: torch.Generator, per_s
         compression=torch.zeros(batch, dtype=torch.int64),  # JPEG 4:2:0; `sample_compression` draws the mixture
         jpeg_sampling=torch.zeros(batch, dtype=torch.int64),
         webp_quality=torch.zeros(batch, dtype=torch.float64),
+        video_crf=torch.zeros(batch, dtype=torch.float64),
     )
 
 
 def sample_compression(cfg: StageConfig, params: StageParams, generator: torch.Generator) -> StageParams:
-    """Draw a stage's compression mixture (codec, JPEG sampling, WebP quality per sample) into ``params``.
+    """Draw a stage's compression mixture (codec, JPEG sampling, WebP quality, CRF per sample) into ``params``.
 
     Called after every other draw of the batch, and only for stages with `StageConfig.extended_compression`,
     so the paper's configs draw exactly what they always drew.
@@ -119,7 +120,8 @@ def sample_compression(cfg: StageConfig, params: StageParams, generator: torch.G
     kind = kinds[_choice(len(kinds), batch, generator, cfg.compression_prob)]
     sampling = samplings[_choice(len(samplings), batch, generator, cfg.jpeg_sampling_prob)]
     webp = _uniform(*cfg.webp_range, batch, generator)
-    return dataclasses.replace(params, compression=kind, jpeg_sampling=sampling, webp_quality=webp)
+    crf = _uniform(*cfg.video_crf_range, batch, generator)
+    return dataclasses.replace(params, compression=kind, jpeg_sampling=sampling, webp_quality=webp, video_crf=crf)
 
 
 def sample_final(cfg: DegradationConfig, batch: int, generator: torch.Generator) -> FinalParams:

@@ -104,12 +104,14 @@ def _stage_caption(k: int, stage: dict) -> str:
 
 
 def _compression_caption(stage: dict) -> str:
-    """"q75" for the paper's JPEG 4:2:0, "q75 4:4:4" for other JPEG samplings, "webp q80" for WebP."""
+    """"q75" for the paper's JPEG 4:2:0, "q75 4:4:4" for other samplings, "webp q80", "h264 crf26"."""
     compression = stage.get("compression")
     if compression is None:
         return f"q{stage['jpeg_quality']:.0f}"
     if compression["type"] == "webp":
         return f"webp q{compression['quality']:.0f}"
+    if "crf" in compression:
+        return f"{compression['type']} crf{compression['crf']:.0f}"
     return f"q{stage['jpeg_quality']:.0f} {compression['sampling']}"
 
 

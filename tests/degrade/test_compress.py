@@ -163,6 +163,7 @@ def test_mixture_toml_round_trip_and_captions():
     ({"jpeg_sampling": ("4:4:4", "4:4:4"), "jpeg_sampling_prob": (0.5, 0.5)}, "jpeg_sampling"),
     ({"webp_range": (0.0, 50.0)}, "webp_range"),
     ({"webp_range": (60.0, 101.0)}, "webp_range"),
+    ({"video_crf_range": (20.0, 60.0)}, "video_crf_range"),
 ])
 def test_config_errors_name_the_key(values, match):
     with pytest.raises(ConfigError, match=match):
@@ -179,4 +180,48 @@ def test_toml_errors_name_the_file_key(tmp_path):
 
 def test_compression_names_are_stable():
     # Records store these names; their order is the index stored in DegradationParams.
-    assert COMPRESSION_TYPES == ("jpeg", "webp") and JPEG_SAMPLINGS == ("4:2:0", "4:2:2", "4:4:4")
+    assert COMPRESSION_TYPES == ("jpeg", "webp", "h264", "hevc") and JPEG_SAMPLINGS == ("4:2:0", "4:2:2", "4:4:4")
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    return float(10 * np.log10(255**2 / np.mean((a.astype(np.float64) - b) ** 2)))
+
+
+@pytest.mark.parametrize("codec", ["h264", "hevc"])
+def test_video_frame_is_deterministic_lossy_and_follows_the_crf(sample_batch, codec):
+    pytest.importorskip("av", reason="H.264/HEVC compression needs PyAV: install .[video]")
+    from degrade.compress import video_frame_roundtrip
+
+    rgb = _uint8(sample_batch[:1, :, :45, :67])[0]  # odd sides: padded to macroblocks, cropped back
+    frames = {crf: video_frame_roundtrip(rgb, codec, crf) for crf in (15, 30, 45)}
+    assert all(f.shape == rgb.shape and f.dtype == np.uint8 for f in frames.values())
+    np.testing.assert_array_equal(video_frame_roundtrip(rgb, codec, 30), frames[30])  # same bits every time
+    psnr = [_psnr(frames[crf], rgb) for crf in (15, 30, 45)]
+    assert psnr[0] > psnr[1] > psnr[2] > 15 and psnr[0] < 60  # higher CRF, lower fidelity; never lossless here
+
+
+def test_video_in_a_mixed_batch_equals_the_frame_alone(sample_batch):
+    pytest.importorskip("av", reason="H.264/HEVC compression needs PyAV: install .[video]")
+    from degrade.compress import video_frame_roundtrip
+
+    images = sample_batch[:, :, :40, :40]
+    kind, crf = _column([2, 0, 3, 1]), torch.tensor([24.0, 0.0, 33.4, 0.0])
+    out = compress(images, kind, _column([0] * 4), torch.full((4,), 60.0), torch.full((4,), 60.0), video_crf=crf)
+    rgb = _uint8(images)
+    np.testing.assert_array_equal(_uint8(out[:1])[0], video_frame_roundtrip(rgb[0], "h264", 24))
+    np.testing.assert_array_equal(_uint8(out[2:3])[0], video_frame_roundtrip(rgb[2], "hevc", 33))  # CRF rounded
+    assert torch.equal(out[1], degrade.jpeg_compress(images[1:2], 60.0)[0])
+
+
+def test_video_mixture_replays_and_records_the_crf(sample_batch):
+    pytest.importorskip("av", reason="H.264/HEVC compression needs PyAV: install .[video]")
+    stage = StageConfig(compression_types=("jpeg", "h264"), compression_prob=(0.3, 0.7), video_crf_range=(25.0, 35.0))
+    cfg = DegradationConfig(stages=(stage, StageConfig(**{**stage.__dict__, "resize_relative_to": "target"})))
+    gt = sample_batch[:, :, :64, :64].contiguous()
+    lq, params = degrade.degrade(gt, cfg, _gen(2))
+    records = json.loads(json.dumps(params.records()))
+    crfs = [s["compression"]["crf"] for r in records for s in r["stages"] if "compression" in s]
+    assert crfs and all(25 <= c <= 35 for c in crfs)
+    assert any("h264 crf" in " ".join(caption_lines(r)) for r in records)
+    for i, record in enumerate(records):
+        assert torch.equal(degrade.apply(gt[i : i + 1], DegradationParams.from_records([record]), cfg)[0], lq[i])
