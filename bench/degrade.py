@@ -186,11 +186,15 @@ def main() -> None:
     ours: dict[str, list[dict]] = {name: [] for name in devices}
     reference: list[dict] = []
     pools = {name: TrainingPairPool(180, torch.Generator().manual_seed(1234)) for name in devices}
-    for name in devices:  # fill the pools (steady state, as in all but the first 15 iterations) and warm up
-        device = torch.device(name)
-        for seed in range(-180 // args.batch_size, 0):
-            images = gt_batch(photos, args.batch_size, args.size, torch.Generator().manual_seed(seed)).to(device)
-            _one_batch(images, config, pools[name], seed, device)
+    for name in devices:  # full pools (steady state, as in all but the first 15 iterations, and as the reference
+        device = torch.device(name)  # script's make_state(full=True)), then one warm-up batch
+        pool, fill = pools[name], torch.Generator().manual_seed(99)
+        lq_side, gt_side = 256 // config.scale, 256
+        pool.lq = torch.round(torch.rand(180, 3, lq_side, lq_side, generator=fill) * 255).div(255).to(device)
+        pool.gt = torch.round(torch.rand(180, 3, gt_side, gt_side, generator=fill) * 255).div(255).to(device)
+        pool.filled = 180
+        images = gt_batch(photos, args.batch_size, args.size, torch.Generator().manual_seed(-1)).to(device)
+        _one_batch(images, config, pool, -1, device)
     seed = 0
     for r in range(args.rounds):
         load_before = list(os.getloadavg())

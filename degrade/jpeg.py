@@ -50,6 +50,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from degrade.codecs import opencv_roundtrip
+
 __all__ = ["jpeg_compress"]
 
 # JPEG Annex K.1 base tables in libjpeg's natural (row = vertical frequency) order (jcparam.c).
@@ -363,29 +365,6 @@ def _jpeg_opencv(pixels: Tensor, quality: Tensor) -> Tensor:
     return torch.stack(out).to(pixels.device, pixels.dtype)
 
 
-def _jpeg_opencv_planes(images: Tensor, quality: Tensor) -> Tensor:
-    """The opencv backend for float32/float64 CPU tensors, one sample at a time in numpy.
-
-    The same operations as the tensor path (x·255, round half to even, clamp, uint8; decoded / 255 in
-    the images' dtype), per sample and in cache, without whole-batch temporaries.
-    """
-    source = images.detach().contiguous().numpy()
-    out = np.empty_like(source)
-    work = np.empty_like(source[0])
-    for i, q in enumerate(quality.tolist()):
-        np.multiply(source[i], 255, out=work)
-        np.rint(work, out=work)
-        np.clip(work, 0, 255, out=work)
-        bgr = cv2.merge([work[2].astype(np.uint8), work[1].astype(np.uint8), work[0].astype(np.uint8)])
-        ok, encoded = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, int(q)])
-        if not ok:
-            raise RuntimeError(f"cv2.imencode failed on an image of shape {tuple(bgr.shape)}")
-        decoded = cv2.imdecode(encoded, cv2.IMREAD_COLOR)
-        for c in range(3):
-            np.divide(decoded[..., 2 - c], 255, out=out[i, c], dtype=out.dtype)
-    return torch.from_numpy(out)
-
-
 def _quality_per_sample(quality: Tensor | float | int, batch: int, device: torch.device) -> Tensor:
     """Scalar or (B,) quality -> (B,) int64 on ``device``, rounded (half to even), clamped to [1, 100]."""
     q = torch.as_tensor(quality, dtype=torch.float64).to(device)
@@ -452,7 +431,8 @@ def jpeg_compress(
     if backend == "auto":
         backend = "opencv" if images.device.type == "cpu" else "torch"
     if backend == "opencv" and images.device.type == "cpu" and images.dtype in (torch.float32, torch.float64):
-        return _jpeg_opencv_planes(images, _quality_per_sample(quality, images.shape[0], images.device))
+        b = images.shape[0]  # per sample in numpy (no whole-batch temporaries), same operations as below
+        return opencv_roundtrip(images, ["jpeg"] * b, _quality_per_sample(quality, b, images.device), ["4:2:0"] * b)
     work_dtype = images.dtype if images.dtype in (torch.float32, torch.float64) else torch.float32
     pixels = images.detach().to(work_dtype).mul(255).round_().clamp_(0, 255).to(torch.float32)
     q = _quality_per_sample(quality, images.shape[0], pixels.device)

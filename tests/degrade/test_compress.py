@@ -190,7 +190,7 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
 @pytest.mark.parametrize("codec", ["h264", "hevc"])
 def test_video_frame_is_deterministic_lossy_and_follows_the_crf(sample_batch, codec):
     pytest.importorskip("av", reason="H.264/HEVC compression needs PyAV: install .[video]")
-    from degrade.compress import video_frame_roundtrip
+    from degrade.codecs import video_frame_roundtrip
 
     rgb = _uint8(sample_batch[:1, :, :45, :67])[0]  # odd sides: padded to macroblocks, cropped back
     frames = {crf: video_frame_roundtrip(rgb, codec, crf) for crf in (15, 30, 45)}
@@ -202,7 +202,7 @@ def test_video_frame_is_deterministic_lossy_and_follows_the_crf(sample_batch, co
 
 def test_video_in_a_mixed_batch_equals_the_frame_alone(sample_batch):
     pytest.importorskip("av", reason="H.264/HEVC compression needs PyAV: install .[video]")
-    from degrade.compress import video_frame_roundtrip
+    from degrade.codecs import video_frame_roundtrip
 
     images = sample_batch[:, :, :40, :40]
     kind, crf = _column([2, 0, 3, 1]), torch.tensor([24.0, 0.0, 33.4, 0.0])
