@@ -208,6 +208,11 @@ def main() -> None:
             reference.append(run_reference(args.reference_python, r, args.threads))
         report["rounds"].append({"loadavg_before": load_before, "loadavg_after": list(os.getloadavg())})
         seed += args.batches
+        _finish(report, ours, reference, args.out, final=r == args.rounds - 1)
+
+
+def _finish(report: dict, ours: dict[str, list[dict]], reference: list[dict], out: Path | None, final: bool) -> None:
+    """Summaries and speed-ups so far; written to ``out`` after every round (a long run keeps what it measured)."""
     report["loadavg_at_end"] = list(os.getloadavg())
     report["results"] = [{"device": name, **_summary(rows)} for name, rows in ours.items()]
     if reference:
@@ -220,11 +225,13 @@ def main() -> None:
                 "median": {s: round(ref["median_ms"][s] / max(cpu["median_ms"][s], 1e-9), 2) for s in STEP_ORDER},
                 "mean": {s: round(ref["mean_ms"][s] / max(cpu["mean_ms"][s], 1e-9), 2) for s in STEP_ORDER},
             }
+    report["complete"] = final
     text = json.dumps(report, indent=2)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
-    print(text)
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text + "\n")
+    if final:
+        print(text)
 
 
 if __name__ == "__main__":

@@ -73,7 +73,8 @@ def _add_noise(images: Tensor, p: StageParams) -> Tensor:
 
 def _jpeg(images: Tensor, p: StageParams, backend: str) -> Tensor:
     if bool(((p.compression == 0) & (p.jpeg_sampling == 0)).all()):  # the paper's JPEG 4:2:0
-        return jpeg_compress(images.clamp(0, 1), p.jpeg_quality.to(images.device), backend=backend)
+        # No clamp to [0, 1] first: jpeg_compress clamps the 8-bit codes to [0, 255], which gives the same codes.
+        return jpeg_compress(images, p.jpeg_quality.to(images.device), backend=backend)
     return compress(images, p.compression, p.jpeg_sampling, p.jpeg_quality, p.webp_quality, backend, p.video_crf)
 
 

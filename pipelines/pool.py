@@ -47,9 +47,13 @@ class TrainingPairPool:
         if self.slots is None:
             self.slots = torch.arange(self.size, device=self.lq.device)
         self.slots = self.slots[order]
-        rows = self.slots[:batch]
-        out_lq, out_gt = self.lq.index_select(0, rows), self.gt.index_select(0, rows)
-        self.lq[rows], self.gt[rows] = lq, gt
+        rows = self.slots[:batch].tolist()
+        # Whole-row copies (one memcpy each), not index_select/index_put, which gather element by element.
+        out_lq = torch.stack([self.lq[r] for r in rows])
+        out_gt = torch.stack([self.gt[r] for r in rows])
+        for j, r in enumerate(rows):
+            self.lq[r].copy_(lq[j])
+            self.gt[r].copy_(gt[j])
         return out_lq, out_gt
 
     def ordered(self) -> tuple[Tensor, Tensor]:
