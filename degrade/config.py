@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
+from degrade.compress import COMPRESSION_TYPES, JPEG_SAMPLINGS
 from degrade.kernels import KERNEL_FAMILIES
 from degrade.resize import RESIZE_MODES
 from degrade.tomlio import ConfigError, from_dict, from_toml, to_dict, to_toml
@@ -59,6 +60,12 @@ def _check_sizes(name: str, sizes: tuple[int, ...]) -> None:
         raise ConfigError(f"{name} must hold odd sizes between 1 and {_MAX_KERNEL_SIZE}, got {bad}")
 
 
+def _check_names(name: str, values: tuple[str, ...], allowed: tuple[str, ...]) -> None:
+    unknown = [v for v in values if v not in allowed]
+    if not values or unknown or len(set(values)) != len(values):
+        raise ConfigError(f"{name} must list distinct values from {list(allowed)}, got {list(values)}")
+
+
 def _check_modes(name: str, modes: tuple[str, ...]) -> None:
     unknown = [m for m in modes if m not in RESIZE_MODES]
     if not modes or unknown:
@@ -96,6 +103,14 @@ class StageConfig:
     gray_noise_prob: float = 0.4
     # JPEG quality (rounded to an integer by the encoder, as libjpeg takes integers).
     jpeg_range: tuple[float, float] = (30.0, 95.0)
+    # Compression mixture (per sample): which codec, JPEG chroma sampling, WebP quality. The defaults are the
+    # paper's (JPEG 4:2:0 only) and draw nothing extra, so default records and replays stay as they were.
+    compression_types: tuple[str, ...] = ("jpeg",)
+    compression_prob: tuple[float, ...] = (1.0,)
+    jpeg_sampling: tuple[str, ...] = ("4:2:0",)
+    jpeg_sampling_prob: tuple[float, ...] = (1.0,)
+    webp_range: tuple[float, float] = (30.0, 95.0)
+    video_crf_range: tuple[float, float] = (20.0, 32.0)  # H.264/HEVC constant rate factor (rounded), 0-51
 
     def __post_init__(self) -> None:
         unknown = [k for k in self.kernel_list if k not in _MIXTURE_FAMILIES]
@@ -127,6 +142,17 @@ class StageConfig:
         _check_range("poisson_scale_range", self.poisson_scale_range, low=0.0)
         _check_probability("gray_noise_prob", self.gray_noise_prob)
         _check_range("jpeg_range", self.jpeg_range, low=1.0, high=100.0)
+        _check_names("compression_types", self.compression_types, COMPRESSION_TYPES)
+        _check_distribution("compression_prob", self.compression_prob, len(self.compression_types))
+        _check_names("jpeg_sampling", self.jpeg_sampling, JPEG_SAMPLINGS)
+        _check_distribution("jpeg_sampling_prob", self.jpeg_sampling_prob, len(self.jpeg_sampling))
+        _check_range("webp_range", self.webp_range, low=1.0, high=100.0)
+        _check_range("video_crf_range", self.video_crf_range, low=0.0, high=51.0)
+
+    @property
+    def extended_compression(self) -> bool:
+        """Whether this stage draws from the compression mixture (anything but JPEG 4:2:0 only)."""
+        return self.compression_types != ("jpeg",) or self.jpeg_sampling != ("4:2:0",)
 
     @property
     def max_kernel_size(self) -> int:

@@ -1,14 +1,28 @@
-"""Per-sample 2-D filtering with reflect padding (BasicSR `filter2D`, reference §2.7)."""
+"""Per-sample 2-D filtering with reflect padding (BasicSR `filter2D`, reference §2.7).
+
+On CPU (float32/float64) each sample is filtered on its own through OpenCV, on the smallest path its
+kernel allows: the kernels the pipeline builds are zero-padded to 21×21, so the zero border is cut off
+(7×7 needs a ninth of the work); a rank-one (separable) kernel, e.g. every isotropic Gaussian, runs as
+two 1-D passes (`cv2.sepFilter2D`); any other kernel goes to `cv2.filter2D`, which itself switches to
+a DFT for large kernels; the identity (a skipped blur) is a copy. The results equal the 2-D
+correlation with the full kernel within float rounding, and depend only on the sample's own kernel and
+image size, never on the rest of the batch (replay). Other devices, other dtypes and images smaller
+than the padding use one grouped convolution for the whole batch.
+"""
 
 from __future__ import annotations
 
+import cv2
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from degrade.checks import check_dtype
 
-__all__ = ["filter2d", "reflect_pad", "reflect_indices"]
+__all__ = ["filter2d", "reflect_pad", "reflect_indices", "kernel_support", "separable_factors"]
+
+_OPENCV_DTYPES = (torch.float32, torch.float64)
 
 
 def _check_images(images: Tensor, name: str = "images") -> None:
@@ -74,6 +88,9 @@ def filter2d(images: Tensor, kernels: Tensor) -> Tensor:
         raise ValueError(f"got {kernels.shape[0]} kernels for a batch of {b} images: pass one per sample or one")
     pad = k // 2
     kernels = kernels.to(device=images.device, dtype=images.dtype)
+    if (images.device.type == "cpu" and images.dtype in _OPENCV_DTYPES and h > pad and w > pad
+            and not (images.requires_grad or kernels.requires_grad)):
+        return _filter2d_opencv(images, kernels)
     padded = reflect_pad(images, pad)
     if kernels.shape[0] == 1:
         weight = kernels.expand(c, k, k).unsqueeze(1)
@@ -81,3 +98,60 @@ def filter2d(images: Tensor, kernels: Tensor) -> Tensor:
     weight = kernels.repeat_interleave(c, dim=0).unsqueeze(1)  # (B·C, 1, k, k), sample-major
     out = F.conv2d(padded.reshape(1, b * c, h + 2 * pad, w + 2 * pad), weight, groups=b * c)
     return out.reshape(b, c, h, w)
+
+
+def kernel_support(kernel: np.ndarray) -> int:
+    """Half-size of the smallest centred square holding every nonzero tap of an odd (k, k) kernel."""
+    k = kernel.shape[-1]
+    centre = k // 2
+    rows, cols = np.nonzero(kernel)
+    if rows.size == 0:
+        return 0
+    return int(max(np.abs(rows - centre).max(), np.abs(cols - centre).max()))
+
+
+def separable_factors(kernel: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """(column, row) with kernel == outer(column, row) to the kernel dtype's rounding, or None.
+
+    The factors are the centre column scaled by 1/centre and the centre row. A kernel counts as
+    separable when the rank-one product is within 4 ulps (of the largest tap) of every tap, i.e. when
+    the two kernels are the same numbers up to the rounding that produced the kernel; filtering with
+    the factors then equals the 2-D filter within float rounding.
+    """
+    k = kernel.shape[-1]
+    centre = kernel[k // 2, k // 2]
+    if centre == 0:
+        return None
+    exact = kernel.astype(np.float64)
+    column = exact[:, k // 2] / float(centre)
+    row = exact[k // 2, :]
+    scale = np.abs(exact).max()
+    if np.abs(np.outer(column, row) - exact).max() > 4 * np.finfo(kernel.dtype).eps * scale:
+        return None
+    return column.astype(kernel.dtype), row.astype(kernel.dtype)
+
+
+def _filter_sample_opencv(image: np.ndarray, kernel: np.ndarray, out: np.ndarray) -> None:
+    """Filter one (C, H, W) image with one (k, k) kernel into ``out``: the cheapest exact OpenCV path."""
+    half = kernel_support(kernel)
+    centre = kernel.shape[-1] // 2
+    kernel = np.ascontiguousarray(kernel[centre - half : centre + half + 1, centre - half : centre + half + 1])
+    if half == 0:  # a scaled pulse (1 for a skipped blur): x·v exactly as the 2-D filter computes it
+        np.multiply(image, kernel[0, 0], out=out)
+        return
+    factors = separable_factors(kernel)
+    for c in range(image.shape[0]):
+        if factors is None:
+            cv2.filter2D(image[c], -1, kernel, dst=out[c], borderType=cv2.BORDER_REFLECT_101)
+        else:
+            cv2.sepFilter2D(image[c], -1, factors[1], factors[0], dst=out[c], borderType=cv2.BORDER_REFLECT_101)
+
+
+def _filter2d_opencv(images: Tensor, kernels: Tensor) -> Tensor:
+    """CPU path of `filter2d`: sample by sample through OpenCV (see the module docstring)."""
+    source = images.detach().contiguous().numpy()
+    weights = kernels.detach().contiguous().numpy()
+    out = np.empty_like(source)
+    for b in range(source.shape[0]):
+        _filter_sample_opencv(source[b], weights[b if weights.shape[0] > 1 else 0], out[b])
+    return torch.from_numpy(out)

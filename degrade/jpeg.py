@@ -50,6 +50,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from degrade.codecs import opencv_roundtrip
+
 __all__ = ["jpeg_compress"]
 
 # JPEG Annex K.1 base tables in libjpeg's natural (row = vertical frequency) order (jcparam.c).
@@ -428,6 +430,9 @@ def jpeg_compress(
         raise ValueError(f"unknown JPEG backend {backend!r}; expected 'auto', 'torch' or 'opencv'")
     if backend == "auto":
         backend = "opencv" if images.device.type == "cpu" else "torch"
+    if backend == "opencv" and images.device.type == "cpu" and images.dtype in (torch.float32, torch.float64):
+        b = images.shape[0]  # per sample in numpy (no whole-batch temporaries), same operations as below
+        return opencv_roundtrip(images, ["jpeg"] * b, _quality_per_sample(quality, b, images.device), ["4:2:0"] * b)
     work_dtype = images.dtype if images.dtype in (torch.float32, torch.float64) else torch.float32
     pixels = images.detach().to(work_dtype).mul(255).round_().clamp_(0, 255).to(torch.float32)
     q = _quality_per_sample(quality, images.shape[0], pixels.device)

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from degrade.compress import COMPRESSION_TYPES, JPEG_SAMPLINGS
 from degrade.kernels import KERNEL_FAMILIES
 from degrade.resize import RESIZE_MODES
 
@@ -54,6 +55,10 @@ class StageParams:
     noise_gray: Tensor  # bool
     noise_seed: Tensor  # int64
     jpeg_quality: Tensor
+    compression: Tensor  # int64 index into COMPRESSION_TYPES (0: JPEG)
+    jpeg_sampling: Tensor  # int64 index into JPEG_SAMPLINGS (0: 4:2:0)
+    webp_quality: Tensor
+    video_crf: Tensor
 
     def select(self, index: Tensor) -> StageParams:
         return _select_fields(self, index)
@@ -72,7 +77,7 @@ class StageParams:
             if family.startswith(("generalized", "plateau")):
                 blur["beta"] = float(self.beta[i])
         noise_type = NOISE_TYPES[int(self.noise_type[i])]
-        return {
+        record = {
             "blur": blur,
             "resize": {"type": RESIZE_TYPES[int(self.resize_type[i])], "scale": float(self.resize_scale[i]),
                        "mode": RESIZE_MODES[int(self.resize_mode[i])]},
@@ -81,6 +86,14 @@ class StageParams:
                       "gray": bool(self.noise_gray[i]), "seed": int(self.noise_seed[i])},
             "jpeg_quality": float(self.jpeg_quality[i]),
         }
+        kind, sampling = COMPRESSION_TYPES[int(self.compression[i])], JPEG_SAMPLINGS[int(self.jpeg_sampling[i])]
+        if kind == "webp":
+            record["compression"] = {"type": kind, "quality": float(self.webp_quality[i])}
+        elif kind != "jpeg":
+            record["compression"] = {"type": kind, "crf": float(self.video_crf[i])}
+        elif sampling != "4:2:0":  # the paper's JPEG 4:2:0 records stay as they always were
+            record["compression"] = {"type": kind, "sampling": sampling}
+        return record
 
     @classmethod
     def from_records(cls, records: Sequence[dict[str, Any]]) -> StageParams:
@@ -107,6 +120,11 @@ class StageParams:
             noise_gray=column(lambda r: r["noise"]["gray"], torch.bool),
             noise_seed=column(lambda r: r["noise"]["seed"], _INT),
             jpeg_quality=column(lambda r: r["jpeg_quality"], _FLOAT),
+            compression=column(lambda r: COMPRESSION_TYPES.index(r.get("compression", {}).get("type", "jpeg")), _INT),
+            jpeg_sampling=column(lambda r: JPEG_SAMPLINGS.index(r.get("compression", {}).get("sampling", "4:2:0")),
+                                 _INT),
+            webp_quality=column(lambda r: r.get("compression", {}).get("quality", 0.0), _FLOAT),
+            video_crf=column(lambda r: r.get("compression", {}).get("crf", 0.0), _FLOAT),
         )
 
 

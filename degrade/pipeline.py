@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from degrade.checks import check_dtype, check_values
+from degrade.compress import compress
 from degrade.config import DegradationConfig, StageConfig
 from degrade.filter import filter2d
 from degrade.jpeg import jpeg_compress
@@ -59,6 +60,9 @@ def _identity_where(skip: Tensor, kernels: Tensor) -> Tensor:
 
 
 def _add_noise(images: Tensor, p: StageParams) -> Tensor:
+    for noise_type, add in ((0, add_gaussian_noise), (1, add_poisson_noise)):
+        if bool((p.noise_type == noise_type).all()):  # one type for the batch (the default): no gather/scatter
+            return add(images, p.noise_level, p.noise_gray, p.noise_seed)
     out = images.clone()
     for noise_type, add in ((0, add_gaussian_noise), (1, add_poisson_noise)):
         index = torch.nonzero(p.noise_type == noise_type).flatten()
@@ -68,8 +72,11 @@ def _add_noise(images: Tensor, p: StageParams) -> Tensor:
     return out
 
 
-def _jpeg(images: Tensor, quality: Tensor, backend: str) -> Tensor:
-    return jpeg_compress(images.clamp(0, 1), quality.to(images.device), backend=backend)
+def _jpeg(images: Tensor, p: StageParams, backend: str) -> Tensor:
+    if bool(((p.compression == 0) & (p.jpeg_sampling == 0)).all()):  # the paper's JPEG 4:2:0
+        # No clamp to [0, 1] first: jpeg_compress clamps the 8-bit codes to [0, 255], which gives the same codes.
+        return jpeg_compress(images, p.jpeg_quality.to(images.device), backend=backend)
+    return compress(images, p.compression, p.jpeg_sampling, p.jpeg_quality, p.webp_quality, backend, p.video_crf)
 
 
 def _resize_back_and_sinc(images: Tensor, final: FinalParams, size: tuple[int, int], pad_to: int) -> Tensor:
@@ -107,13 +114,13 @@ def _apply_group(gt: Tensor, params: DegradationParams, config: DegradationConfi
         out = step(f"resize {k + 1}", out)
         out = step(f"noise {k + 1}", _add_noise(out, p))
         if k != last:
-            out = step(f"jpeg {k + 1}", _jpeg(out, p.jpeg_quality, config.jpeg_backend))
-    final_quality = params.stages[last].jpeg_quality
+            out = step(f"jpeg {k + 1}", _jpeg(out, p, config.jpeg_backend))
+    final_compression = params.stages[last]  # the last stage's compression takes part in the final step
     if int(params.final.order[0]) == 0:
         out = step("resize+sinc", _resize_back_and_sinc(out, params.final, target, config.kernel_pad_to))
-        out = step(f"jpeg {last + 1}", _jpeg(out, final_quality, config.jpeg_backend))
+        out = step(f"jpeg {last + 1}", _jpeg(out, final_compression, config.jpeg_backend))
     else:
-        out = step(f"jpeg {last + 1}", _jpeg(out, final_quality, config.jpeg_backend))
+        out = step(f"jpeg {last + 1}", _jpeg(out, final_compression, config.jpeg_backend))
         out = step("resize+sinc", _resize_back_and_sinc(out, params.final, target, config.kernel_pad_to))
     return step("final", quantize(out))
 

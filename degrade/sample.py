@@ -10,18 +10,20 @@ final order. `DegradationConfig.per_sample = True` draws those per sample too.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
 from torch import Tensor
 
+from degrade.compress import COMPRESSION_TYPES, JPEG_SAMPLINGS
 from degrade.config import DegradationConfig, StageConfig
 from degrade.kernels import KERNEL_FAMILIES
 from degrade.noise import draw_noise_seeds
 from degrade.params import DegradationParams, FinalParams, StageParams
 from degrade.resize import RESIZE_MODES
 
-__all__ = ["sample_params", "sample_stage", "sample_final"]
+__all__ = ["sample_params", "sample_stage", "sample_final", "sample_compression"]
 
 
 def _uniform(low: float, high: float, count: int, generator: torch.Generator) -> Tensor:
@@ -99,7 +101,27 @@ def sample_stage(cfg: StageConfig, batch: int, generator: torch.Generator, per_s
         noise_gray=gray,
         noise_seed=seeds,
         jpeg_quality=quality,
+        compression=torch.zeros(batch, dtype=torch.int64),  # JPEG 4:2:0; `sample_compression` draws the mixture
+        jpeg_sampling=torch.zeros(batch, dtype=torch.int64),
+        webp_quality=torch.zeros(batch, dtype=torch.float64),
+        video_crf=torch.zeros(batch, dtype=torch.float64),
     )
+
+
+def sample_compression(cfg: StageConfig, params: StageParams, generator: torch.Generator) -> StageParams:
+    """Draw a stage's compression mixture (codec, JPEG sampling, WebP quality, CRF per sample) into ``params``.
+
+    Called after every other draw of the batch, and only for stages with `StageConfig.extended_compression`,
+    so the paper's configs draw exactly what they always drew.
+    """
+    batch = params.jpeg_quality.shape[0]
+    kinds = torch.tensor([COMPRESSION_TYPES.index(k) for k in cfg.compression_types], dtype=torch.int64)
+    samplings = torch.tensor([JPEG_SAMPLINGS.index(s) for s in cfg.jpeg_sampling], dtype=torch.int64)
+    kind = kinds[_choice(len(kinds), batch, generator, cfg.compression_prob)]
+    sampling = samplings[_choice(len(samplings), batch, generator, cfg.jpeg_sampling_prob)]
+    webp = _uniform(*cfg.webp_range, batch, generator)
+    crf = _uniform(*cfg.video_crf_range, batch, generator)
+    return dataclasses.replace(params, compression=kind, jpeg_sampling=sampling, webp_quality=webp, video_crf=crf)
 
 
 def sample_final(cfg: DegradationConfig, batch: int, generator: torch.Generator) -> FinalParams:
@@ -138,4 +160,7 @@ def sample_params(config: DegradationConfig, batch_size: int, generator: torch.G
         raise ValueError("sample_params draws on a CPU generator so that a seed means the same on every machine; "
                          "pass torch.Generator() (CPU)")
     stages = tuple(sample_stage(s, batch_size, generator, config.per_sample) for s in config.stages)
-    return DegradationParams(stages, sample_final(config, batch_size, generator))
+    final = sample_final(config, batch_size, generator)
+    stages = tuple(sample_compression(cfg, p, generator) if cfg.extended_compression else p
+                   for cfg, p in zip(config.stages, stages, strict=True))
+    return DegradationParams(stages, final)

@@ -5,6 +5,10 @@ batches through a pool of 180 gives each training batch more diversity. Until th
 current batch is used unchanged; afterwards the pool is permuted with one random permutation, the first
 B pairs are trained on, and the current batch takes their slots. Pairs are stored on the 1/255 grid
 (LQ is quantized, GT comes from 8-bit files) so the pool saves to checkpoints as uint8, exactly.
+
+The permutation is applied to a slot index, not to the stored pairs: ``slots[i]`` is where the pair at
+pool position i is stored. Permuting 180 indices and copying B pairs in and out gives the same pairs
+as permuting the whole pool (≈150 MB of 256² GT per iteration for the paper's pool) and then swapping.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ class TrainingPairPool:
         self.lq: Tensor | None = None
         self.gt: Tensor | None = None
         self.filled = 0
+        self.slots: Tensor | None = None  # pool position → storage row (see the module docstring)
 
     def exchange(self, lq: Tensor, gt: Tensor) -> tuple[Tensor, Tensor]:
         """Put (lq, gt) in the pool and return the pairs to train on this iteration."""
@@ -39,21 +44,36 @@ class TrainingPairPool:
             self.filled += batch
             return lq, gt
         order = torch.randperm(self.size, generator=self.generator).to(self.lq.device)
-        self.lq, self.gt = self.lq[order], self.gt[order]
-        out_lq, out_gt = self.lq[:batch].clone(), self.gt[:batch].clone()
-        self.lq[:batch], self.gt[:batch] = lq, gt
+        if self.slots is None:
+            self.slots = torch.arange(self.size, device=self.lq.device)
+        self.slots = self.slots[order]
+        rows = self.slots[:batch].tolist()
+        # Whole-row copies (one memcpy each), not index_select/index_put, which gather element by element.
+        out_lq = torch.stack([self.lq[r] for r in rows])
+        out_gt = torch.stack([self.gt[r] for r in rows])
+        for j, r in enumerate(rows):
+            self.lq[r].copy_(lq[j])
+            self.gt[r].copy_(gt[j])
         return out_lq, out_gt
+
+    def ordered(self) -> tuple[Tensor, Tensor]:
+        """The stored (lq, gt) pairs in pool order (what a pool that permutes its storage would hold)."""
+        if self.lq is None or self.slots is None:
+            return self.lq, self.gt
+        return self.lq[self.slots], self.gt[self.slots]
 
     def state_dict(self) -> dict:
         state: dict = {"filled": self.filled, "generator": self.generator.get_state()}
         if self.lq is not None:
-            state["lq"] = (self.lq * 255).round().to(torch.uint8).cpu()
-            state["gt"] = (self.gt * 255).round().to(torch.uint8).cpu()
+            lq, gt = self.ordered()
+            state["lq"] = (lq * 255).round().to(torch.uint8).cpu()
+            state["gt"] = (gt * 255).round().to(torch.uint8).cpu()
         return state
 
     def load_state_dict(self, state: dict, device: torch.device, dtype: torch.dtype = torch.float32) -> None:
         self.filled = int(state["filled"])
         self.generator.set_state(state["generator"])
+        self.slots = None
         if "lq" in state:
             self.lq = state["lq"].to(device=device, dtype=dtype) / 255
             self.gt = state["gt"].to(device=device, dtype=dtype) / 255

@@ -97,7 +97,19 @@ def _stage_caption(k: int, stage: dict) -> str:
     noise = stage["noise"]
     level = f"s{noise['sigma']:.1f}" if noise["type"] == "gaussian" else f"x{noise['scale']:.2f}"
     return (f"{k}: {kernel} | {resize['type']} {resize['scale']:.2f} {resize['mode']} | "
-            f"{noise['type'][:5]} {level}{' gray' if noise['gray'] else ''} | q{stage['jpeg_quality']:.0f}")
+            f"{noise['type'][:5]} {level}{' gray' if noise['gray'] else ''} | {_compression_caption(stage)}")
+
+
+def _compression_caption(stage: dict) -> str:
+    """"q75" for the paper's JPEG 4:2:0, "q75 4:4:4" for other samplings, "webp q80", "h264 crf26"."""
+    compression = stage.get("compression")
+    if compression is None:
+        return f"q{stage['jpeg_quality']:.0f}"
+    if compression["type"] == "webp":
+        return f"webp q{compression['quality']:.0f}"
+    if "crf" in compression:
+        return f"{compression['type']} crf{compression['crf']:.0f}"
+    return f"q{stage['jpeg_quality']:.0f} {compression['sampling']}"
 
 
 def caption_lines(record: dict) -> list[str]:

@@ -4,12 +4,25 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
+import scipy.stats
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from degrade.noise import add_gaussian_noise, add_poisson_noise, poisson_levels, rgb_to_gray
+from degrade.noise import (
+    _sample_poisson_numpy,
+    _sample_poisson_torch,
+    _shot_noise_numpy,
+    _shot_noise_torch,
+    add_gaussian_noise,
+    add_poisson_noise,
+    poisson_alias_table,
+    poisson_levels,
+    rgb_to_gray,
+    sample_poisson_codes,
+)
 
 N_SIDE = 256
 
@@ -97,9 +110,48 @@ def test_gray_poisson_noise_is_computed_on_luma_and_shared():
     # The same draw, rebuilt by hand from the luma with the sample's generator.
     gray = rgb_to_gray(images)
     q = torch.clamp(torch.round(gray * 255), 0, 255) / 255
-    levels = float(poisson_levels((q * 255).round().long())[0])
-    shot = torch.poisson(q * levels, generator=torch.Generator().manual_seed(9)) / levels
+    codes = (q * 255).round().long()
+    levels = int(poisson_levels(codes)[0])
+    shot = sample_poisson_codes(codes, levels, torch.Generator().manual_seed(9)) / levels
     torch.testing.assert_close(noise[0, 0], (shot - q)[0, 0])
+
+
+@pytest.mark.parametrize("levels", [1, 8, 256])
+def test_alias_tables_hold_exactly_the_poisson_distribution(levels):
+    # The distribution an alias table draws from: P(j) = (prob[j] + Σ_{i: alias[i] = j} (1 − prob[i])) / K.
+    probability, alias = poisson_alias_table(levels)
+    size = probability.shape[1]
+    for code in (0, 1, 77, 128, 255):
+        implied = probability[code].clone()
+        implied.index_add_(0, alias[code], 1 - probability[code])
+        implied -= torch.where(alias[code] == torch.arange(size), 1 - probability[code], 0.0)  # self-aliases add 0
+        expected = scipy.stats.poisson.pmf(np.arange(size), code / 255 * levels)
+        np.testing.assert_allclose(implied.numpy() / size, expected, rtol=0, atol=1e-14)
+
+
+@pytest.mark.parametrize("code,levels", [(3, 256), (128, 256), (255, 256), (200, 16), (255, 1)])
+def test_poisson_draws_follow_the_pmf(code, levels):
+    # Pearson χ² over the bins with ≥ 5 expected counts (tails pooled): mean = df, sd = sqrt(2·df); allow 6 sd.
+    n = 200_000
+    counts = sample_poisson_codes(torch.full((n,), code), levels, _gen(code + levels)).numpy()
+    rate = code / 255 * levels
+    lo, hi = int(scipy.stats.poisson.ppf(1e-4, rate)), int(scipy.stats.poisson.ppf(1 - 1e-4, rate))
+    edges = np.arange(lo, hi + 2)
+    observed = np.array([np.sum(counts < lo), *np.histogram(counts, bins=edges)[0], np.sum(counts > hi)])
+    expected = n * np.array([scipy.stats.poisson.cdf(lo - 1, rate), *scipy.stats.poisson.pmf(edges[:-1], rate),
+                             scipy.stats.poisson.sf(hi, rate)])
+    keep = expected >= 5
+    chi2 = float(np.sum((observed[keep] - expected[keep]) ** 2 / expected[keep]))
+    rest_observed, rest_expected = observed[~keep].sum(), expected[~keep].sum()  # bins too rare for χ²
+    assert rest_observed <= rest_expected + 5 * math.sqrt(rest_expected) + 3
+    df = int(keep.sum()) - 1
+    assert chi2 < df + 6 * math.sqrt(2 * df), (chi2, df)
+    assert abs(counts.mean() - rate) < 5 * math.sqrt(rate / n) + 1e-12
+
+
+def test_alias_table_rejects_level_counts_that_are_not_powers_of_two():
+    with pytest.raises(ValueError, match="power of two"):
+        poisson_alias_table(3)
 
 
 def test_rgb_to_gray_weights():
@@ -129,3 +181,19 @@ def test_noise_runs_on_the_images_device(device):
     noisy = add_gaussian_noise(images, 5.0, False, torch.tensor([1, 2]))
     out = add_poisson_noise(noisy, 1.0, True, torch.tensor([3, 4]))
     assert out.device.type == device.type
+
+
+@pytest.mark.parametrize("gray", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_numpy_cpu_path_equals_the_torch_path_bit_for_bit(gray, dtype):
+    # CPU samples run through numpy; other devices through the torch code, which is checked here on CPU.
+    images = torch.rand(3, 3, 40, 50, generator=_gen(10), dtype=dtype)
+    images[1] = torch.round(images[1] * 8) / 8  # few distinct codes: a small level count
+    for i, scale in enumerate((0.05, 1.0, 3.0)):
+        ours = _shot_noise_numpy(images[i].numpy(), gray, scale, _gen(20 + i))
+        theirs = _shot_noise_torch(images[i], gray, scale, _gen(20 + i))
+        assert ours.dtype == theirs.numpy().dtype
+        np.testing.assert_array_equal(ours, theirs.numpy())
+    codes = torch.randint(0, 256, (1000,), generator=_gen(11))
+    np.testing.assert_array_equal(_sample_poisson_numpy(codes.numpy(), 64, _gen(12)),
+                                  _sample_poisson_torch(codes, 64, _gen(12)).numpy())
