@@ -44,8 +44,8 @@ __all__ = ["CalibrateConfig", "FEATURES", "FITTED", "measure", "load_target_patc
 FEATURES = ("noise_sigma", "noise_channel_correlation", "noise_signal_dependence", "jpeg_quality", "blockiness",
             "sharpness")
 _NOT_JPEG = 100.0  # the jpeg_quality feature of a tile that is not JPEG-like
-# name: (low, high, paper value). Noise, JPEG and blur apply to every stage (later stages' blur σ: half, as
-# in the paper's second stage); ranges are kept ordered by clamping the partner bound.
+# name: (low, high, paper value). Noise, JPEG and blur apply to every stage (later stages' upper bounds keep the
+# paper's proportions, see config_from_vector); ranges are kept ordered by clamping the partner bound.
 FITTED: dict[str, tuple[float, float, float]] = {
     "noise_lo": (0.0, 30.0, 1.0), "noise_hi": (0.0, 30.0, 30.0),
     "poisson_lo": (0.0, 3.0, 0.05), "poisson_hi": (0.0, 3.0, 3.0),
@@ -175,10 +175,16 @@ def config_from_vector(values: dict[str, float], base: DegradationConfig) -> Deg
     for lo, hi in _PAIRS:
         v[lo] = min(v[lo], v[hi])
     stages = []
-    for k, stage in enumerate(base.stages):
-        blur_hi = v["blur_hi"] if k == 0 else v["blur_hi"] / 2
-        stages.append(replace(stage, noise_range=(v["noise_lo"], v["noise_hi"]),
-                              poisson_scale_range=(v["poisson_lo"], v["poisson_hi"]),
+    first = base.stages[0]
+    for stage in base.stages:
+        # Later stages keep the base config's proportions of the upper bounds (paper: blur 1.5/3, noise 25/30,
+        # Poisson 2.5/3), so the paper values give back exactly the paper config.
+        blur_hi = v["blur_hi"] * stage.blur_sigma[1] / first.blur_sigma[1]
+        noise_hi = max(v["noise_lo"], v["noise_hi"] * stage.noise_range[1] / max(first.noise_range[1], 1e-9))
+        poisson_hi = max(v["poisson_lo"],
+                         v["poisson_hi"] * stage.poisson_scale_range[1] / max(first.poisson_scale_range[1], 1e-9))
+        stages.append(replace(stage, noise_range=(v["noise_lo"], noise_hi),
+                              poisson_scale_range=(v["poisson_lo"], poisson_hi),
                               gaussian_noise_prob=v["gaussian_noise_prob"], gray_noise_prob=v["gray_noise_prob"],
                               jpeg_range=(max(1.0, v["jpeg_lo"]), v["jpeg_hi"]),
                               blur_sigma=(max(0.05, min(v["blur_lo"], blur_hi)), max(0.05, blur_hi))))
