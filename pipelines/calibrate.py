@@ -121,6 +121,21 @@ def _file_info(path: Path) -> dict:
     return info
 
 
+_MAX_PIXELS = 100_000_000  # larger declared images are skipped, not decoded
+
+
+def _declared_size(path: Path, info: dict) -> tuple[int, int] | None:
+    """(width, height) from the JPEG frame header or the PNG IHDR, checked before decoding; None if unknown."""
+    if info["format"] == "jpeg":
+        return info["width"], info["height"]
+    if info["format"] == "png":
+        with open(path, "rb") as handle:
+            head = handle.read(24)
+        if len(head) == 24 and head[12:16] == b"IHDR":
+            return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+    return None
+
+
 def load_target_patches(folder: Path, lq_size: int, max_patches: int, seed: int) -> TargetSet:
     """All non-overlapping lq_size tiles on the 8-pixel grid of every readable image; unreadable files are
     reported in ``skipped`` and left out. More than ``max_patches`` tiles: a seeded subsample."""
@@ -128,6 +143,9 @@ def load_target_patches(folder: Path, lq_size: int, max_patches: int, seed: int)
     for path in _image_files(folder):
         try:
             info = _file_info(path)
+            size = _declared_size(path, info)
+            if size is not None and size[0] * size[1] > _MAX_PIXELS:
+                raise ValueError(f"declares {size[0]}x{size[1]} pixels, more than {_MAX_PIXELS} (not decoded)")
             rgb = load_rgb(path)
         except (OSError, ValueError) as error:
             skipped.append(f"{path.name}: {error}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import json
 from dataclasses import dataclass
@@ -139,6 +140,9 @@ def run_calibrate(cfg: CalibrateConfig) -> CalibrateResult:
         write_bytes_atomic(cfg.out / "report.json", json.dumps(report, indent=1).encode())
         lines.append(f"wrote {cfg.out / 'report.json'}")
         return CalibrateResult(cfg.out, count, targets.skipped, None, None, "\n".join(lines))
+    if importlib.util.find_spec("matplotlib") is None:  # fail before the search, not after it
+        raise RuntimeError("calibrate writes report.png with matplotlib: pip install -e \".[calibrate]\" "
+                           "(or use --measure-only)")
     base = DegradationConfig(scale=cfg.scale).with_order(cfg.order)
     hr = degrade.usm_sharpen(hr_crops(cfg.hr, cfg.lq_size * cfg.scale, cfg.sim_patches, cfg.seed))
     result = fit(target, hr, base, cfg.budget, cfg.seed, _start_point(targets.files), cfg.progress)

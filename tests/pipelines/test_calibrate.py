@@ -68,6 +68,17 @@ def test_missing_target_and_existing_outputs_are_errors(tmp_path):
     assert (tmp_path / "out" / "report.json").read_text() == "{}"
 
 
+def test_image_declaring_too_many_pixels_is_skipped_undecoded(tmp_path):
+    folder = _jpeg_folder(tmp_path)
+    header = bytearray(cv2.imencode(".png", np.zeros((8, 8, 3), np.uint8))[1].tobytes())
+    header[16:24] = (50_000).to_bytes(4, "big") * 2  # IHDR: 50000 x 50000
+    (folder / "huge.png").write_bytes(bytes(header))
+    result = CliRunner().invoke(main, ["calibrate", "--target", str(folder), "--measure-only", "--lq-size", "32",
+                                       "--min-patches", "4", "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert "skipped huge.png: declares 50000x50000 pixels" in result.output
+
+
 def test_config_from_vector_at_paper_values_is_the_paper_config():
     paper = {k: b[2] for k, b in FITTED.items()}
     assert config_from_vector(paper, DegradationConfig()) == DegradationConfig()
@@ -75,6 +86,7 @@ def test_config_from_vector_at_paper_values_is_the_paper_config():
 
 @pytest.mark.slow
 def test_fit_writes_loadable_config_report_and_png_deterministically(tmp_path):
+    pytest.importorskip("matplotlib", reason="report.png needs matplotlib: install .[calibrate]")
     folder = _jpeg_folder(tmp_path)
     outs = []
     for k in range(2):
