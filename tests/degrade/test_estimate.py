@@ -103,6 +103,7 @@ def own_noise(crops) -> torch.Tensor:
     return estimate.noise_sigma(torch.cat([to_batch(c) for c in crops]))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sigma", [5.0, 10.0, 20.0, 30.0])
 def test_noise_sigma_recovers_added_gaussian_noise(crops, own_noise, sigma):
     """Unclipped noise: the estimate equals √(σ² + σ₀²) (σ₀: the photo's own reading) within ±1."""
@@ -112,6 +113,7 @@ def test_noise_sigma_recovers_added_gaussian_noise(crops, own_noise, sigma):
     assert torch.all((estimate.noise_sigma(noisy) - expected).abs() <= 1.0)
 
 
+@pytest.mark.slow
 def test_channel_correlation_and_signal_dependence_separate_noise_kinds(crops):
     batch = torch.cat([to_batch(c) for c in crops])
     seeds = torch.arange(len(crops))
@@ -123,6 +125,7 @@ def test_channel_correlation_and_signal_dependence_separate_noise_kinds(crops):
     assert torch.all(poisson.signal_dependence > 0.6)
 
 
+@pytest.mark.slow
 def test_noise_estimate_is_per_image_and_batch_independent(crops):
     batch = torch.cat([to_batch(c[:64, :64]) for c in crops])
     together = estimate.noise_estimate(batch, chunk=3)
@@ -176,6 +179,7 @@ def _blur(rgb: np.ndarray, sigma: float) -> torch.Tensor:
     return to_batch(np.clip(np.round(blurred), 0, 255).astype(np.uint8))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sigma", [0.5, 1.0, 2.0, 3.0])
 def test_blur_sigma_recovers_gaussian_blur_within_25_percent(sigma):
     """Whole photos, each with its own unblurred sharpness as s₀ (what 'applied to a sharp photo' means)."""
