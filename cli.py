@@ -182,6 +182,43 @@ def preview_degradations(images, count, seed, config_path, order, scale, overrid
     click.echo(f"wrote {result.sheet} ({result.tiles} degraded tiles) and {result.records}")
 
 
+
+@main.command()
+@click.option("--target", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder of the images you want to upscale, at their low resolution.")
+@click.option("--hr", "hr_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Folder of sharp HR photos to degrade in the simulation (default: the bundled photos).")
+@click.option("--scale", type=click.Choice(["1", "2", "4"]), default="4", show_default=True, help="Target scale.")
+@click.option("--order", default=2, show_default=True, help="Degradation stages of the fitted config.")
+@click.option("--lq-size", default=64, show_default=True, help="Patch side = the training LQ size (gt_size/scale).")
+@click.option("--budget", default=200, show_default=True, help="Simulations (candidate configs) to try.")
+@click.option("--seed", default=0, show_default=True, help="Seed of crops and draws (same seed, same fit).")
+@click.option("--max-patches", default=256, show_default=True, help="Target patches measured at most.")
+@click.option("--sim-patches", default=48, show_default=True, help="HR crops degraded per candidate.")
+@click.option("--min-patches", default=16, show_default=True, help="Fewer usable target patches is an error.")
+@click.option("--measure-only", is_flag=True, help="Only measure the targets: report.json and the printed summary.")
+@click.option("--overwrite", is_flag=True, help="Replace the outputs of an earlier run in --out.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("calib"), show_default=True,
+              help="Output folder for degradation.toml, report.json and report.png.")
+def calibrate(target, hr_dir, scale, order, lq_size, budget, seed, max_patches, sim_patches, min_patches,
+              measure_only, overwrite, out):
+    """Fit a degradation config to your own low-resolution images (and report what they suffer from)."""
+    from pipelines.calibrate import CalibrateConfig
+    from pipelines.calibrate_report import run_calibrate
+    from pipelines.preview import IMAGE_SUFFIXES
+
+    try:
+        hr = () if hr_dir is None else tuple(sorted(p for p in hr_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES))
+        if hr_dir is not None and not hr:
+            raise ValueError(f"{hr_dir}: no images found for --hr")
+        result = run_calibrate(CalibrateConfig(target=target, hr=hr, out=out, scale=int(scale), order=order,
+                                               lq_size=lq_size, budget=budget, seed=seed, max_patches=max_patches,
+                                               sim_patches=sim_patches, min_patches=min_patches,
+                                               measure_only=measure_only, overwrite=overwrite))
+    except (FileNotFoundError, FileExistsError, NotADirectoryError, ValueError, RuntimeError) as error:
+        raise click.ClickException(str(error)) from error
+    click.echo(result.summary)
+
 @main.command()
 @click.option("--stage", type=click.Choice(["net", "gan"]), help="net: L1 (Real-ESRNet); gan: + perceptual + GAN.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),

@@ -1,0 +1,287 @@
+"""`calibrate`: fit a `DegradationConfig` to the user's own low-resolution images, by simulation.
+
+1. Measure the targets: every image is cut into LQ-size tiles at offsets that are multiples of 8 (so
+   a JPEG grid survives), and each tile gets the `degrade.estimate` features below. File headers add
+   what pixels cannot say exactly: the JPEG quality and chroma subsampling, WebP by magic bytes.
+2. Simulate: HR crops (the bundled photos by default), USM-sharpened as training does, are degraded by
+   the real pipeline (`degrade.apply`) under a candidate config and measured the same way. Every
+   candidate uses the same crops and the same generator seed (common random numbers), so two
+   candidates differ only by their config and the search is deterministic per seed.
+3. Distance: per feature the 1-D Wasserstein distance (scipy) between target and simulated values,
+   divided by that feature's spread (standard deviation) under the stock paper config; the mean over
+   features. W1 compares whole distributions, not just means, is in the feature's own units and stays
+   finite for distributions with disjoint support; normalizing by the stock spread (not the target's,
+   which is ~0 for a folder of one JPEG quality) weighs the features equally.
+4. Search: compass search over the fitted parameters (`FITTED`) in their boxes: try ±step on one
+   coordinate at a time, keep improvements, halve the steps after a sweep without one, until the
+   budget of simulations is spent. Evaluation 0 is the stock config; evaluation 1 starts from it with
+   the JPEG range read from the files' quantization tables when the targets are JPEG files.
+
+Everything not in `FITTED` stays at the paper's value: kernel families and their probabilities, sizes,
+β and rotation ranges, sinc cutoffs, resize probabilities, ranges and modes, stage count
+(``--order``). WebP mixtures (issue 10 §4) are detected and reported, not fitted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy.stats import wasserstein_distance
+
+import degrade
+from degrade import DegradationConfig, estimate
+from pipelines.preview import IMAGE_SUFFIXES, bundled_samples, load_rgb
+
+__all__ = ["CalibrateConfig", "FEATURES", "FITTED", "measure", "load_target_patches", "fit", "config_from_vector",
+           "feature_distance", "TargetSet"]
+
+FEATURES = ("noise_sigma", "noise_channel_correlation", "noise_signal_dependence", "jpeg_quality", "blockiness",
+            "sharpness")
+_NOT_JPEG = 100.0  # the jpeg_quality feature of a tile that is not JPEG-like
+# name: (low, high, paper value). Noise, JPEG and blur apply to every stage (later stages' upper bounds keep the
+# paper's proportions, see config_from_vector); ranges are kept ordered by clamping the partner bound.
+FITTED: dict[str, tuple[float, float, float]] = {
+    "noise_lo": (0.0, 30.0, 1.0), "noise_hi": (0.0, 30.0, 30.0),
+    "poisson_lo": (0.0, 3.0, 0.05), "poisson_hi": (0.0, 3.0, 3.0),
+    "gaussian_noise_prob": (0.0, 1.0, 0.5), "gray_noise_prob": (0.0, 1.0, 0.4),
+    "jpeg_lo": (10.0, 100.0, 30.0), "jpeg_hi": (10.0, 100.0, 95.0),
+    "blur_lo": (0.1, 4.0, 0.2), "blur_hi": (0.1, 4.0, 3.0),
+    "final_sinc_prob": (0.0, 1.0, 0.8), "final_order_prob": (0.0, 1.0, 0.5),
+}
+_PAIRS = (("noise_lo", "noise_hi"), ("poisson_lo", "poisson_hi"), ("jpeg_lo", "jpeg_hi"), ("blur_lo", "blur_hi"))
+
+
+@dataclass(frozen=True)
+class CalibrateConfig:
+    """What to fit to and how hard to search; `python cli.py calibrate --help` documents each option."""
+
+    target: Path = Path("targets")
+    hr: tuple[Path, ...] = ()  # empty: the bundled photos
+    out: Path = Path("calib")
+    scale: int = 4
+    order: int = 2
+    lq_size: int = 64
+    budget: int = 200
+    seed: int = 0
+    max_patches: int = 256  # target tiles measured at most (a seeded subsample beyond)
+    sim_patches: int = 48  # HR crops degraded per candidate
+    min_patches: int = 16
+    measure_only: bool = False
+    overwrite: bool = False
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.lq_size < 16 or self.lq_size % 8:
+            raise ValueError(f"lq_size must be a multiple of 8 and at least 16, got {self.lq_size}")
+        if self.budget < 2:
+            raise ValueError(f"budget must be at least 2 simulations (stock + one candidate), got {self.budget}")
+        if self.min_patches < 2 or self.max_patches < self.min_patches:
+            raise ValueError(f"need 2 <= min_patches <= max_patches, got {self.min_patches}, {self.max_patches}")
+
+
+@dataclass(frozen=True)
+class TargetSet:
+    patches: torch.Tensor  # (N, 3, lq, lq)
+    origin: list[tuple[str, int, int]]  # (file, top, left) per patch
+    files: list[dict]  # per readable file: name, format, size, jpeg header info
+    skipped: list[str] = field(default_factory=list)  # "file: reason"
+
+
+def measure(patches: torch.Tensor) -> dict[str, np.ndarray]:
+    """The `FEATURES` of each (N, 3, H, W) tile; NaN where an estimator has no answer."""
+    noise = estimate.noise_estimate(patches)
+    jpeg = estimate.jpeg_quality(patches)
+    return {
+        "noise_sigma": noise.sigma.numpy(),
+        "noise_channel_correlation": noise.channel_correlation.numpy(),
+        "noise_signal_dependence": noise.signal_dependence.numpy(),
+        "jpeg_quality": torch.nan_to_num(jpeg.quality, nan=_NOT_JPEG).numpy(),
+        "blockiness": jpeg.blockiness.numpy(),
+        "sharpness": np.minimum(estimate.sharpness(patches).numpy(), 10.0),  # flat tiles read as inf
+    }
+
+
+def _image_files(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: no such folder (pass --target a folder of images)")
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def _file_info(path: Path) -> dict:
+    info: dict = {"file": path.name, "format": estimate.file_format(path)}
+    if info["format"] == "jpeg":
+        header = estimate.jpeg_quality_from_file(path)
+        info.update(dataclasses.asdict(header))
+    return info
+
+
+_MAX_PIXELS = 100_000_000  # larger declared images are skipped, not decoded
+
+
+def _declared_size(path: Path, info: dict) -> tuple[int, int] | None:
+    """(width, height) from the JPEG frame header or the PNG IHDR, checked before decoding; None if unknown."""
+    if info["format"] == "jpeg":
+        return info["width"], info["height"]
+    if info["format"] == "png":
+        with open(path, "rb") as handle:
+            head = handle.read(24)
+        if len(head) == 24 and head[12:16] == b"IHDR":
+            return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+    return None
+
+
+def load_target_patches(folder: Path, lq_size: int, max_patches: int, seed: int) -> TargetSet:
+    """All non-overlapping lq_size tiles on the 8-pixel grid of every readable image; unreadable files are
+    reported in ``skipped`` and left out. More than ``max_patches`` tiles: a seeded subsample."""
+    tiles, origin, files, skipped = [], [], [], []
+    for path in _image_files(folder):
+        try:
+            info = _file_info(path)
+            size = _declared_size(path, info)
+            if size is not None and size[0] * size[1] > _MAX_PIXELS:
+                raise ValueError(f"declares {size[0]}x{size[1]} pixels, more than {_MAX_PIXELS} (not decoded)")
+            rgb = load_rgb(path)
+        except (OSError, ValueError) as error:
+            skipped.append(f"{path.name}: {error}")
+            continue
+        h, w = rgb.shape[:2]
+        info.update(height=h, width=w)
+        files.append(info)
+        if min(h, w) < lq_size:
+            skipped.append(f"{path.name}: {w}x{h} is smaller than one {lq_size}x{lq_size} patch")
+            continue
+        for top in range(0, h - lq_size + 1, lq_size):
+            for left in range(0, w - lq_size + 1, lq_size):
+                tiles.append(np.ascontiguousarray(rgb[top : top + lq_size, left : left + lq_size]))
+                origin.append((path.name, top, left))
+    if len(tiles) > max_patches:
+        keep = sorted(torch.randperm(len(tiles), generator=torch.Generator().manual_seed(seed))[:max_patches].tolist())
+        tiles, origin = [tiles[i] for i in keep], [origin[i] for i in keep]
+    patches = (torch.from_numpy(np.stack(tiles)).permute(0, 3, 1, 2).float() / 255.0 if tiles
+               else torch.zeros(0, 3, lq_size, lq_size))
+    return TargetSet(patches, origin, files, skipped)
+
+
+def hr_crops(paths: tuple[Path, ...], size: int, count: int, seed: int) -> torch.Tensor:
+    """``count`` seeded random size×size crops spread over the HR photos (reflect-padded when smaller)."""
+    images = [load_rgb(p) for p in (paths or bundled_samples())]
+    generator = torch.Generator().manual_seed(seed + 1)
+    crops = []
+    for k in range(count):
+        rgb = images[k % len(images)]
+        h, w = rgb.shape[:2]
+        if min(h, w) < size:
+            import cv2
+
+            rgb = cv2.copyMakeBorder(rgb, 0, max(0, size - h), 0, max(0, size - w), cv2.BORDER_REFLECT_101)
+            h, w = rgb.shape[:2]
+        top = int(torch.randint(0, h - size + 1, (1,), generator=generator))
+        left = int(torch.randint(0, w - size + 1, (1,), generator=generator))
+        crops.append(torch.from_numpy(np.ascontiguousarray(rgb[top : top + size, left : left + size])))
+    return torch.stack(crops).permute(0, 3, 1, 2).float() / 255.0
+
+
+def config_from_vector(values: dict[str, float], base: DegradationConfig) -> DegradationConfig:
+    """The paper config ``base`` with the `FITTED` parameters set (ranges clamped to be ordered)."""
+    v = dict(values)
+    for lo, hi in _PAIRS:
+        v[lo] = min(v[lo], v[hi])
+    stages = []
+    first = base.stages[0]
+    for stage in base.stages:
+        # Later stages keep the base config's proportions of the upper bounds (paper: blur 1.5/3, noise 25/30,
+        # Poisson 2.5/3), so the paper values give back exactly the paper config.
+        blur_hi = v["blur_hi"] * stage.blur_sigma[1] / first.blur_sigma[1]
+        noise_hi = max(v["noise_lo"], v["noise_hi"] * stage.noise_range[1] / max(first.noise_range[1], 1e-9))
+        poisson_hi = max(v["poisson_lo"],
+                         v["poisson_hi"] * stage.poisson_scale_range[1] / max(first.poisson_scale_range[1], 1e-9))
+        stages.append(replace(stage, noise_range=(v["noise_lo"], noise_hi),
+                              poisson_scale_range=(v["poisson_lo"], poisson_hi),
+                              gaussian_noise_prob=v["gaussian_noise_prob"], gray_noise_prob=v["gray_noise_prob"],
+                              jpeg_range=(max(1.0, v["jpeg_lo"]), v["jpeg_hi"]),
+                              blur_sigma=(max(0.05, min(v["blur_lo"], blur_hi)), max(0.05, blur_hi))))
+    return replace(base, stages=tuple(stages), final_sinc_prob=v["final_sinc_prob"],
+                   final_order_prob=v["final_order_prob"])
+
+
+def feature_distance(target: dict[str, np.ndarray], sim: dict[str, np.ndarray],
+                     spread: dict[str, float]) -> dict[str, float]:
+    """Per feature W1(target, sim) / spread; NaN values are left out of both sides."""
+    out = {}
+    for name in FEATURES:
+        a, b = target[name][np.isfinite(target[name])], sim[name][np.isfinite(sim[name])]
+        out[name] = float(wasserstein_distance(a, b) / spread[name]) if a.size and b.size else 0.0
+    return out
+
+
+def _simulate(hr: torch.Tensor, config: DegradationConfig, seed: int) -> dict[str, np.ndarray]:
+    lq, _ = degrade.degrade(hr, config, torch.Generator().manual_seed(seed))
+    return measure(lq)
+
+
+def _progress(total: int, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc="calibrate", unit="sim", file=sys.stderr, disable=not enabled)
+
+
+def fit(target: dict[str, np.ndarray], hr: torch.Tensor, base: DegradationConfig, budget: int, seed: int,
+        start: dict[str, float] | None = None, progress: bool = False) -> dict:
+    """Compass search of the `FITTED` parameters; returns stock/fitted values, distances and the trace."""
+    sim_config = replace(base, per_sample=True)  # every crop its own draws: a distribution per candidate
+    paper = {k: b[2] for k, b in FITTED.items()}
+    trace: list[dict] = []
+    bar = _progress(budget, progress)
+
+    def evaluate(values: dict[str, float], spread: dict[str, float] | None = None):
+        config = config_from_vector(values, sim_config)
+        sim = _simulate(hr, config, seed)
+        if spread is None:
+            spread = {k: max(float(np.nanstd(sim[k])), 1e-3) for k in FEATURES}
+        per = feature_distance(target, sim, spread)
+        total = float(np.mean(list(per.values())))
+        trace.append({"eval": len(trace), "values": {k: round(v, 4) for k, v in values.items()}, "distance": total,
+                      "features": per})
+        bar.update(1)
+        bar.set_postfix(distance=f"{min(t['distance'] for t in trace):.3f}")
+        return total, per, sim, spread
+
+    stock_total, stock_per, stock_sim, spread = evaluate(paper)
+    best, best_total, best_sim, best_per = dict(paper), stock_total, stock_sim, stock_per
+    if start and start != paper and len(trace) < budget:
+        total, per, sim, _ = evaluate(start, spread)
+        if total < best_total:
+            best, best_total, best_sim, best_per = dict(start), total, sim, per
+    steps = {k: (hi - lo) / 4 for k, (lo, hi, _) in FITTED.items()}
+    improved_in_sweep = False
+    names = list(FITTED)
+    i = 0
+    while len(trace) < budget:
+        name = names[i % len(names)]
+        lo, hi, _ = FITTED[name]
+        for sign in (1.0, -1.0):
+            if len(trace) >= budget:
+                break
+            value = min(hi, max(lo, best[name] + sign * steps[name]))
+            if math.isclose(value, best[name]):
+                continue
+            candidate = {**best, name: value}
+            total, per, sim, _ = evaluate(candidate, spread)
+            if total < best_total - 1e-9:
+                best, best_total, best_sim, best_per, improved_in_sweep = candidate, total, sim, per, True
+                break
+        i += 1
+        if i % len(names) == 0:
+            if not improved_in_sweep:
+                steps = {k: s / 2 for k, s in steps.items()}
+            improved_in_sweep = False
+    bar.close()
+    return {"stock": {"values": paper, "distance": stock_total, "features": stock_per, "sim": stock_sim},
+            "fitted": {"values": best, "distance": best_total, "features": best_per, "sim": best_sim},
+            "spread": spread, "trace": trace, "config": config_from_vector(best, base)}
