@@ -196,11 +196,14 @@ def preview_degradations(images, count, seed, config_path, order, scale, overrid
 @click.option("--max-patches", default=256, show_default=True, help="Target patches measured at most.")
 @click.option("--sim-patches", default=48, show_default=True, help="HR crops degraded per candidate.")
 @click.option("--min-patches", default=16, show_default=True, help="Fewer usable target patches is an error.")
+@click.option("--start", type=click.Choice(["estimate", "paper"]), default="estimate", show_default=True,
+              help="estimate: moment-matched start in an LQ-size model, then a local search; paper: search from the "
+                   "paper config.")
 @click.option("--measure-only", is_flag=True, help="Only measure the targets: report.json and the printed summary.")
 @click.option("--overwrite", is_flag=True, help="Replace the outputs of an earlier run in --out.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("calib"), show_default=True,
               help="Output folder for degradation.toml, report.json and report.png.")
-def calibrate(target, hr_dir, scale, order, lq_size, budget, seed, max_patches, sim_patches, min_patches,
+def calibrate(target, hr_dir, scale, order, lq_size, budget, seed, max_patches, sim_patches, min_patches, start,
               measure_only, overwrite, out):
     """Fit a degradation config to your own low-resolution images (and report what they suffer from)."""
     from pipelines.calibrate import CalibrateConfig
@@ -214,7 +217,7 @@ def calibrate(target, hr_dir, scale, order, lq_size, budget, seed, max_patches, 
         result = run_calibrate(CalibrateConfig(target=target, hr=hr, out=out, scale=int(scale), order=order,
                                                lq_size=lq_size, budget=budget, seed=seed, max_patches=max_patches,
                                                sim_patches=sim_patches, min_patches=min_patches,
-                                               measure_only=measure_only, overwrite=overwrite))
+                                               start=start, measure_only=measure_only, overwrite=overwrite))
     except (FileNotFoundError, FileExistsError, NotADirectoryError, ValueError, RuntimeError) as error:
         raise click.ClickException(str(error)) from error
     click.echo(result.summary)

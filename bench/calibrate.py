@@ -2,7 +2,11 @@
 (tests/pipelines/calibrate_targets.py), fitted against the other bundled photos as HR. Prints JSON
 (stock and fitted distance, true and fitted ranges per set) and writes it with --out.
 
-    python bench/calibrate.py [--budget 200] [--lq-size 64] [--sim-patches 48] [--out bench/results/calibrate.json]
+    python bench/calibrate.py [--budget 200] [--lq-size 64] [--sim-patches 48] [--start estimate|paper]
+        [--out bench/results/calibrate.json]
+
+With --start estimate (the default) the last stage is the LQ-size stage: its blur σ is in LQ pixels, its noise
+at LQ size, so its ranges compare directly with the true ones; with --start paper "blur_stage1" is in HR pixels.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ def fitted_ranges(config_toml: Path) -> dict:
     return {"noise": list(last.noise_range), "poisson": list(last.poisson_scale_range),
             "gaussian_noise_prob": last.gaussian_noise_prob, "gray_noise_prob": last.gray_noise_prob,
             "jpeg": list(last.jpeg_range), "blur_stage1": list(cfg.stages[0].blur_sigma),
+            "blur_last_stage": list(last.blur_sigma), "blur_prob_last_stage": last.blur_prob,
             "final_sinc_prob": cfg.final_sinc_prob, "final_order_prob": cfg.final_order_prob}
 
 
@@ -40,6 +45,8 @@ def main() -> None:
     parser.add_argument("--sim-patches", type=int, default=48)
     parser.add_argument("--max-patches", type=int, default=256)
     parser.add_argument("--sets", default="camera,messenger,old_scan")
+    parser.add_argument("--start", choices=("estimate", "paper"), default="estimate")
+    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     results = {"machine": {"load": os.getloadavg(), "cpus": os.cpu_count()},
@@ -51,7 +58,7 @@ def main() -> None:
             result = run_calibrate(CalibrateConfig(target=folder, hr=hr_paths(), out=Path(tmp) / f"{name}-out",
                                                    lq_size=args.lq_size, budget=args.budget,
                                                    sim_patches=args.sim_patches, max_patches=args.max_patches,
-                                                   progress=False))
+                                                   start=args.start, seed=args.seed, progress=False))
             report = json.loads((Path(tmp) / f"{name}-out" / "report.json").read_text())
             results["sets"][name] = {
                 "true": TRUE_RANGES[name], "patches": result.patches, "seconds": round(time.perf_counter() - start, 1),

@@ -43,6 +43,7 @@ __all__ = ["CalibrateConfig", "FEATURES", "FITTED", "measure", "load_target_patc
 
 FEATURES = ("noise_sigma", "noise_channel_correlation", "noise_signal_dependence", "jpeg_quality", "blockiness",
             "sharpness")
+ESTIMATE_MIN_BUDGET = 24  # stock + 2 noise curves of 7 + a blur curve of 6 + 2 starts + 1 search step
 _NOT_JPEG = 100.0  # the jpeg_quality feature of a tile that is not JPEG-like
 # name: (low, high, paper value). Noise, JPEG and blur apply to every stage (later stages' upper bounds keep the
 # paper's proportions, see config_from_vector); ranges are kept ordered by clamping the partner bound.
@@ -75,12 +76,23 @@ class CalibrateConfig:
     measure_only: bool = False
     overwrite: bool = False
     progress: bool = True
+    # "estimate": moment-matched start in the LQ-size model, then a local search (pipelines/calibrate_start.py);
+    # "paper": compass search from the paper config with ``order`` stages (the first version)
+    start: str = "estimate"
 
     def __post_init__(self) -> None:
         if self.lq_size < 16 or self.lq_size % 8:
             raise ValueError(f"lq_size must be a multiple of 8 and at least 16, got {self.lq_size}")
         if self.budget < 2:
             raise ValueError(f"budget must be at least 2 simulations (stock + one candidate), got {self.budget}")
+        if self.start not in ("estimate", "paper"):
+            raise ValueError(f"start must be 'estimate' or 'paper', got {self.start!r}")
+        if self.start == "estimate" and self.order != 2:
+            raise ValueError(f"--start estimate fits its own two-stage model (order 2), got --order {self.order}: "
+                             "use --start paper to search a config of another order")
+        if self.start == "estimate" and self.budget < ESTIMATE_MIN_BUDGET:
+            raise ValueError(f"--start estimate needs a budget of at least {ESTIMATE_MIN_BUDGET} simulations "
+                             f"(stock, transfer curves, start), got {self.budget}")
         if self.min_patches < 2 or self.max_patches < self.min_patches:
             raise ValueError(f"need 2 <= min_patches <= max_patches, got {self.min_patches}, {self.max_patches}")
 

@@ -13,6 +13,7 @@ import numpy as np
 import degrade
 from degrade import DegradationConfig
 from pipelines.calibrate import FEATURES, FITTED, CalibrateConfig, fit, hr_crops, load_target_patches, measure
+from pipelines.calibrate_start import LQ_FITTED, fit_estimated
 from pipelines.common import write_bytes_atomic
 
 __all__ = ["CalibrateResult", "run_calibrate", "plot_report"]
@@ -145,9 +146,15 @@ def run_calibrate(cfg: CalibrateConfig) -> CalibrateResult:
                            "(or use --measure-only)")
     base = DegradationConfig(scale=cfg.scale).with_order(cfg.order)
     hr = degrade.usm_sharpen(hr_crops(cfg.hr, cfg.lq_size * cfg.scale, cfg.sim_patches, cfg.seed))
-    result = fit(target, hr, base, cfg.budget, cfg.seed, _start_point(targets.files), cfg.progress)
+    if cfg.start == "estimate":
+        result = fit_estimated(target, targets.files, hr, base, cfg.budget, cfg.seed, cfg.progress)
+        fitted_names = sorted(LQ_FITTED)
+        report["start"] = {"kind": "estimate", **result["start"]}
+    else:
+        result = fit(target, hr, base, cfg.budget, cfg.seed, _start_point(targets.files), cfg.progress)
+        fitted_names = sorted(FITTED)
     report.update({
-        "fitted_parameters": sorted(FITTED), "seed": cfg.seed, "budget": cfg.budget, "sim_patches": cfg.sim_patches,
+        "fitted_parameters": fitted_names, "seed": cfg.seed, "budget": cfg.budget, "sim_patches": cfg.sim_patches,
         "spread": result["spread"],
         "stock": {k: result["stock"][k] for k in ("values", "distance", "features")},
         "fitted": {k: result["fitted"][k] for k in ("values", "distance", "features")},

@@ -1,8 +1,8 @@
 """`calibrate`: measuring, bad input, and outputs the other commands accept.
 
-The evidence of issue 10 §3 (fitted distance at most half the stock one on three target sets with known
-degradations) is run by bench/calibrate.py; it is not met yet (README "Fitting degradations to your
-images: the evidence"), so it is not asserted here."""
+The evidence of issue 10 §3 (fitted distance at most half the stock one, coverage of the true ranges on three
+target sets with known degradations) is tests/pipelines/test_calibrate_evidence.py; bench/calibrate.py runs
+it with any budget."""
 
 from __future__ import annotations
 
@@ -91,7 +91,7 @@ def test_fit_writes_loadable_config_report_and_png_deterministically(tmp_path):
     outs = []
     for k in range(2):
         out = tmp_path / f"out{k}"
-        run_calibrate(CalibrateConfig(target=folder, out=out, min_patches=4, **SMALL))
+        run_calibrate(CalibrateConfig(target=folder, out=out, min_patches=4, start="paper", **SMALL))
         outs.append(out)
     cfg = DegradationConfig.load(outs[0] / "degradation.toml")
     assert cfg.stages[-1].jpeg_range == (40.0, 70.0)  # the start point read from the files' tables
@@ -102,3 +102,40 @@ def test_fit_writes_loadable_config_report_and_png_deterministically(tmp_path):
     result = CliRunner().invoke(main, ["preview-degradations", "--config", str(outs[0] / "degradation.toml"),
                                        "--count", "1", "--gt-size", "64", "--out", str(tmp_path / "preview")])
     assert result.exit_code == 0, result.output
+
+
+def test_lq_model_degrades_at_the_target_size_and_zero_values_change_little():
+    import torch
+
+    from pipelines.calibrate_start import LQ_FITTED, lq_config
+
+    quiet = {k: lo for k, (lo, _) in LQ_FITTED.items()} | {"jpeg_lo": 100.0, "jpeg_hi": 100.0, "blur_prob": 0.0}
+    cfg = lq_config(quiet, DegradationConfig())
+    assert [s.resize_relative_to for s in cfg.stages] == ["target", "target"]
+    assert [s.resize_prob for s in cfg.stages] == [(0.0, 0.0, 1.0)] * 2 and cfg.final_order_prob == 1.0
+    hr = torch.full((2, 3, 64, 64), 0.5)
+    hr[:, :, :, 32:] = 0.25  # a step: flat areas must stay flat (no noise, near-lossless q100 4:4:4)
+    lq, _ = __import__("degrade").degrade(hr, cfg, torch.Generator().manual_seed(0))
+    assert lq.shape == (2, 3, 16, 16)
+    assert torch.allclose(lq[..., :, :6], torch.full_like(lq[..., :, :6], 0.5), atol=1.5 / 255)
+    assert torch.allclose(lq[..., :, 10:], torch.full_like(lq[..., :, 10:], 0.25), atol=1.5 / 255)
+
+
+def test_uniform_bounds_and_transfer_inversion():
+    from pipelines.calibrate_start import _invert, _uniform_bounds
+
+    samples = np.random.default_rng(0).uniform(3.0, 8.0, 200_000)
+    lo, hi = _uniform_bounds(*np.quantile(samples, [0.25, 0.75]))
+    assert abs(lo - 3.0) < 0.02 and abs(hi - 8.0) < 0.02  # the quartiles' sampling error is ~0.005
+    probe = (0.0, 1.0, 2.0, 3.0, 4.0)
+    # a curve that saturates and turns back (as sharpness does at strong blur) is only used up to its maximum
+    medians = [1.0, 3.0, 5.0, 4.0, 2.0]
+    assert np.allclose(_invert(probe, medians, np.array([2.0, 4.0, 6.0])), [0.5, 1.5, 2.0])
+
+
+def test_estimate_start_needs_a_budget_and_order_two():
+    with pytest.raises(ValueError, match="budget of at least 24"):
+        CalibrateConfig(budget=10)
+    with pytest.raises(ValueError, match="--start paper"):
+        CalibrateConfig(order=1)
+    assert CalibrateConfig(budget=3, start="paper", order=1).order == 1

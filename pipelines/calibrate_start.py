@@ -1,0 +1,190 @@
+"""`calibrate --start estimate`: an estimator-driven start (moment matching) in a low-resolution model,
+then a short local compass search.
+
+Why a second model: the paper config blurs and adds noise at HR resolution or at a random intermediate
+size, and the final resize to the LQ size shrinks noise (×1/4 for white noise averaged 4×4) and blur
+(σ/4). Images that were degraded *at their own resolution* (a camera's noise and JPEG, a messenger's
+re-compression, a scan's blur) are then only reachable at the edge of the paper's boxes, and a compass
+search with a small budget does not get there. The model here is the paper's second-order pipeline with
+its first stage kept as "the HR → LQ downscale" (paper blur, resize straight to the LQ size, no noise,
+near-lossless JPEG q100 4:4:4) and its second stage acting at the LQ size (resize "keep" relative to the
+target): its blur σ is in LQ pixels, its noise σ in /255 at LQ size, its JPEG the file's own. Final step:
+the identity resize, the sinc with `final_sinc_prob`, JPEG last.
+
+Start (moment matching): the JPEG range from the files' quantization tables (or the pixel estimate's
+5-95 % quantiles when most tiles are JPEG-like, else no JPEG); Gaussian vs Poisson and gray vs colour
+from the medians of the two noise indicators; then for blur σ and noise level a 1-D transfer curve
+"median feature of the simulated LQ vs parameter value" (a few simulations on the same HR crops, so the
+HR photos' own noise and softness and what JPEG does to noise are inside the curve), inverted at the
+target's quartiles; a uniform range [a, b] has its quartiles at a + (b − a)/4 and a + 3(b − a)/4, which
+gives a and b. Every simulation (transfer ones included) counts against the budget and is in
+the trace. Deterministic per seed (common random numbers as in `pipelines.calibrate`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import numpy as np
+import torch
+
+from degrade import DegradationConfig
+from pipelines.calibrate import _NOT_JPEG, FEATURES, FITTED, _progress, _simulate, feature_distance
+
+__all__ = ["LQ_FITTED", "lq_config", "estimated_start", "fit_estimated"]
+
+# name: (low, high) of the second (LQ-size) stage and the final step
+LQ_FITTED: dict[str, tuple[float, float]] = {
+    "noise_lo": (0.0, 30.0), "noise_hi": (0.0, 30.0), "poisson_lo": (0.0, 3.0), "poisson_hi": (0.0, 3.0),
+    "gaussian_noise_prob": (0.0, 1.0), "gray_noise_prob": (0.0, 1.0), "jpeg_lo": (10.0, 100.0),
+    "jpeg_hi": (10.0, 100.0), "blur_lo": (0.1, 4.0), "blur_hi": (0.1, 4.0), "blur_prob": (0.0, 1.0),
+    "final_sinc_prob": (0.0, 1.0),
+}
+_PAIRS = (("noise_lo", "noise_hi"), ("poisson_lo", "poisson_hi"), ("jpeg_lo", "jpeg_hi"), ("blur_lo", "blur_hi"))
+_NO_JPEG = 100.0  # jpeg range (100, 100) with 4:4:4 sampling: the near-lossless "no JPEG" of this model
+_BLUR_PROBE = (0.1, 0.8, 1.5, 2.2, 3.0, 4.0)
+_NOISE_PROBE = (0.0, 2.0, 4.0, 7.0, 11.0, 16.0, 24.0)
+_POISSON_PROBE = (0.0, 0.4, 0.8, 1.5, 3.0)
+
+
+def lq_config(values: dict[str, float], base: DegradationConfig, sampling: str = "4:2:0") -> DegradationConfig:
+    """The two-stage model of the module docstring with the `LQ_FITTED` values (ranges clamped ordered)."""
+    v = {k: min(max(values[k], lo), hi) for k, (lo, hi) in LQ_FITTED.items()}
+    for lo, hi in _PAIRS:
+        v[lo] = min(v[lo], v[hi])
+    keep = {"resize_prob": (0.0, 0.0, 1.0), "resize_relative_to": "target"}
+    first = replace(base.stages[0], **keep, noise_range=(0.0, 0.0), poisson_scale_range=(0.0, 0.0),
+                    gaussian_noise_prob=1.0, jpeg_range=(_NO_JPEG, _NO_JPEG), jpeg_sampling=("4:4:4",))
+    no_jpeg = v["jpeg_lo"] >= _NO_JPEG
+    # The LQ stage blurs with full-size isotropic Gaussian kernels (no sinc): a σ of 3-4 LQ pixels in a 7-pixel
+    # kernel is a box, and an anisotropic kernel leaves its sharp axis to the sharpness statistic (which reads
+    # the strongest edges), so with either the sharpness curve saturates near σ 2.
+    second = replace(base.stages[-1] if len(base.stages) > 1 else base.stages[0], **keep,
+                     kernel_list=("iso",), kernel_prob=(1.0,), kernel_sizes=(21,),
+                     sinc_prob=0.0,
+                     blur_sigma=(max(0.05, v["blur_lo"]), max(0.05, v["blur_hi"])), blur_prob=v["blur_prob"],
+                     noise_range=(v["noise_lo"], v["noise_hi"]), poisson_scale_range=(v["poisson_lo"], v["poisson_hi"]),
+                     gaussian_noise_prob=v["gaussian_noise_prob"], gray_noise_prob=v["gray_noise_prob"],
+                     jpeg_range=(max(1.0, v["jpeg_lo"]), v["jpeg_hi"]),
+                     jpeg_sampling=("4:4:4",) if no_jpeg else (sampling,))
+    return replace(base, stages=(first, second), final_sinc_prob=v["final_sinc_prob"], final_order_prob=1.0)
+
+
+_QUANTILES = (0.25, 0.75)  # the quartiles: robust to the tiles an estimator misreads (flat, saturated)
+
+
+def _uniform_bounds(q25: float, q75: float) -> tuple[float, float]:
+    """[a, b] of the uniform law whose quartiles are q25, q75 (b − a = 2 (q75 − q25))."""
+    width = max(0.0, q75 - q25) / 2
+    return q25 - width, q75 + width
+
+
+def _invert(probe: tuple[float, ...], medians: list[float], targets: np.ndarray) -> np.ndarray:
+    """Parameter values where the transfer curve reaches ``targets``: the curve up to its maximum (an estimator
+    that saturates or turns back at strong degradations gives no information there), made increasing."""
+    stop = int(np.argmax(medians)) + 1
+    curve = np.maximum.accumulate(np.asarray(medians[:stop], dtype=float))
+    curve = curve + np.arange(curve.size) * 1e-9  # strictly increasing for np.interp
+    return np.interp(targets, curve, np.asarray(probe[:stop], dtype=float))
+
+
+def estimated_start(target: dict[str, np.ndarray], files: list[dict], simulate) -> tuple[dict[str, float], dict]:
+    """Moment-matched `LQ_FITTED` values; ``simulate(values) -> features`` runs (and records) one simulation.
+    Returns the start values and the transfer curves."""
+    v = {"noise_lo": 0.0, "noise_hi": 0.0, "poisson_lo": 0.0, "poisson_hi": 0.0, "gaussian_noise_prob": 1.0,
+         "gray_noise_prob": 0.0, "blur_lo": 0.1, "blur_hi": 0.1, "blur_prob": 1.0, "final_sinc_prob": 0.0}
+    jpeg = target["jpeg_quality"]
+    if files and all(f["format"] == "jpeg" for f in files):
+        qualities = [f["quality"] for f in files]
+        v["jpeg_lo"], v["jpeg_hi"] = float(min(qualities)), float(max(qualities))
+    elif np.mean(jpeg < _NOT_JPEG) >= 0.5:
+        v["jpeg_lo"], v["jpeg_hi"] = (float(q) for q in np.quantile(jpeg[jpeg < _NOT_JPEG], [0.05, 0.95]))
+    else:
+        v["jpeg_lo"] = v["jpeg_hi"] = _NO_JPEG
+    poisson = float(np.nanmedian(target["noise_signal_dependence"])) > 0.5
+    v["gaussian_noise_prob"] = 0.0 if poisson else 1.0
+    v["gray_noise_prob"] = 1.0 if float(np.nanmedian(target["noise_channel_correlation"])) > 0.5 else 0.0
+    curves: dict = {}
+
+    def transfer(names: tuple[str, str], probe: tuple[float, ...], feature: str) -> None:
+        medians = []
+        for value in probe:
+            sim = simulate({**v, names[0]: value, names[1]: value})
+            medians.append(float(np.nanmedian(sim[feature])))
+        wanted = np.nanquantile(target[feature], _QUANTILES)
+        lo, hi = _uniform_bounds(*_invert(probe, medians, wanted))
+        bounds = LQ_FITTED[names[0]]
+        v[names[0]], v[names[1]] = max(bounds[0], lo), min(bounds[1], max(hi, lo))
+        curves[names[0].split("_")[0]] = {"probe": list(probe), "median_" + feature: medians,
+                                          "target_quartiles": wanted.tolist()}
+
+    noise_names, noise_probe = (("poisson_lo", "poisson_hi"), _POISSON_PROBE) if poisson else \
+        (("noise_lo", "noise_hi"), _NOISE_PROBE)
+    transfer(noise_names, noise_probe, "noise_sigma")  # first with no blur: noise barely moves sharpness
+    transfer(("blur_lo", "blur_hi"), _BLUR_PROBE, "sharpness")  # then blur, with that noise in
+    transfer(noise_names, noise_probe, "noise_sigma")  # noise again, now through the fitted blur
+    return v, curves
+
+
+def fit_estimated(target: dict[str, np.ndarray], files: list[dict], hr: torch.Tensor, base: DegradationConfig,
+                  budget: int, seed: int, progress: bool = False) -> dict:
+    """Stock paper config (evaluation 0, gives the spreads), the moment-matched start, then a local compass
+    search in the LQ model; the same result layout as `pipelines.calibrate.fit`."""
+    sampling = next((f.get("subsampling") for f in files if f.get("format") == "jpeg"), None) or "4:2:0"
+    stock_config = replace(base, per_sample=True)
+    trace: list[dict] = []
+    bar = _progress(budget, progress)
+    state: dict = {}
+
+    def run(config: DegradationConfig, values: dict, kind: str) -> tuple[float, dict, dict]:
+        sim = _simulate(hr, config, seed)
+        if "spread" not in state:
+            state["spread"] = {k: max(float(np.nanstd(sim[k])), 1e-3) for k in FEATURES}
+        per = feature_distance(target, sim, state["spread"])
+        total = float(np.mean(list(per.values())))
+        trace.append({"eval": len(trace), "kind": kind, "values": {k: round(float(x), 4) for k, x in values.items()},
+                      "distance": total, "features": per})
+        bar.update(1)
+        return total, per, sim
+
+    def candidate(values: dict, kind: str) -> tuple[float, dict, dict]:
+        return run(lq_config(values, replace(base, per_sample=True), sampling), values, kind)
+
+    stock_total, stock_per, stock_sim = run(stock_config, {}, "stock")
+    start, curves = estimated_start(target, files, lambda values: candidate(values, "transfer")[2])
+    best_total, best_per, best_sim = candidate(start, "start")
+    best = dict(start)
+    # What reads as noise in the targets may be texture, aliasing or JPEG artefacts the HR crops lack: the
+    # noise-free variant of the start is tried too, and the better one is kept.
+    quiet = {**start, "noise_lo": 0.0, "noise_hi": 0.0, "poisson_lo": 0.0, "poisson_hi": 0.0}
+    if quiet != start:
+        total, per, sim = candidate(quiet, "start without noise")
+        if total < best_total:
+            best, best_total, best_per, best_sim = quiet, total, per, sim
+    steps = {k: (hi - lo) / 16 for k, (lo, hi) in LQ_FITTED.items()}
+    names, i, improved = list(LQ_FITTED), 0, False
+    while len(trace) < budget:
+        name = names[i % len(names)]
+        lo, hi = LQ_FITTED[name]
+        for sign in (1.0, -1.0):
+            if len(trace) >= budget:
+                break
+            value = min(hi, max(lo, best[name] + sign * steps[name]))
+            if math.isclose(value, best[name]):
+                continue
+            total, per, sim = candidate({**best, name: value}, "search")
+            if total < best_total - 1e-9:
+                best, best_total, best_per, best_sim, improved = {**best, name: value}, total, per, sim, True
+                break
+        i += 1
+        if i % len(names) == 0:
+            if not improved:
+                steps = {k: s / 2 for k, s in steps.items()}
+            improved = False
+    bar.close()
+    paper = {k: b[2] for k, b in FITTED.items()}
+    return {"stock": {"values": paper, "distance": stock_total, "features": stock_per, "sim": stock_sim},
+            "fitted": {"values": best, "distance": best_total, "features": best_per, "sim": best_sim},
+            "start": {"values": start, "transfer": curves}, "spread": state["spread"], "trace": trace,
+            "config": lq_config(best, base, sampling)}
