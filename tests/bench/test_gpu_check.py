@@ -29,7 +29,9 @@ def test_dry_run_runs_every_part_of_the_kit_and_writes_json_and_summary(tmp_path
     assert cuda_tests["tests"] >= 6 and cuda_tests["failures"] == cuda_tests["errors"] == 0
     assert oom_tests["tests"] >= 3 and oom_tests["failures"] == oom_tests["errors"] == 0 and oom_tests["skipped"] == 0
     share = report["degrade_share"]
-    assert share["degrade_crop_pool"]["median_ms"] > 0 and 0 < share["share_of_step"] < 1
+    # Separately timed medians at tiny sizes: only their presence and their ratio are checked, not a timing relation.
+    assert share["degrade_crop_pool"]["median_ms"] > 0 and share["bf16_step"]["median_ms"] > 0
+    assert share["share_of_step"] == round(share["degrade_crop_pool"]["median_ms"] / share["bf16_step"]["median_ms"], 4)
     steps = report["train_step"]
     for name in ("fp32_b2", "bf16_b2"):
         assert steps[name]["median_ms"] > 0 and steps[name]["samples_per_s"] > 0
