@@ -17,23 +17,13 @@ from pipelines import safety
 from pipelines.checkpoint import checkpoint_iterations, latest_checkpoint, load_checkpoint, save_atomic
 from pipelines.train import train
 from pipelines.train_config import ConfigError, load_train_config
-from tests.conftest import REPO_ROOT, SAMPLES_DIR
+from tests.conftest import REPO_ROOT
 
 TINY = [
     "data.batch_size=2", "data.patch_size=64", "data.gt_size=32", "data.num_workers=0", "data.shuffle_buffer=8",
     "network.num_feat=8", "network.num_block=1", "network.num_grow_ch=4", "network.disc_num_feat=8",
     "queue_size=4", "total_iter=3", "log_every=1", "checkpoint_every=100", "loss.perceptual_weights=random",
 ]
-
-
-@pytest.fixture(scope="module")
-def shards(tmp_path_factory):
-    out = tmp_path_factory.mktemp("shards")
-    result = CliRunner().invoke(main, ["shard", "--src", str(SAMPLES_DIR), "--root", str(REPO_ROOT), "--out", str(out),
-                                       "--crop-size", "128", "--step", "128", "--min-size", "64",
-                                       "--shard-size", "17", "--workers", "1"], catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-    return out
 
 
 def _config(shards, run_dir, *extra, stage="net"):

@@ -6,30 +6,18 @@ from __future__ import annotations
 
 import pytest
 import torch
-from click.testing import CliRunner
 
-from cli import main
 from models.compact import CompactSpec, SRVGGNetCompact
 from models.weights import export_generator, load_generator
 from pipelines.train import train
 from pipelines.train_config import ConfigError, load_train_config
-from tests.conftest import REPO_ROOT, SAMPLES_DIR
+from tests.conftest import REPO_ROOT
 
 TINY = [
     "data.batch_size=2", "data.patch_size=64", "data.gt_size=32", "data.num_workers=0", "data.shuffle_buffer=8",
     "network.arch='compact'", "network.num_feat=8", "network.num_conv=2", "network.disc_num_feat=8",
     "queue_size=4", "total_iter=3", "log_every=1", "checkpoint_every=100", "loss.perceptual_weights=random",
 ]
-
-
-@pytest.fixture(scope="module")
-def shards(tmp_path_factory):
-    out = tmp_path_factory.mktemp("shards")
-    result = CliRunner().invoke(main, ["shard", "--src", str(SAMPLES_DIR), "--root", str(REPO_ROOT), "--out", str(out),
-                                       "--crop-size", "128", "--step", "128", "--min-size", "64",
-                                       "--shard-size", "17", "--workers", "1"], catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-    return out
 
 
 @pytest.mark.parametrize(("name", "stage", "spec"), [
