@@ -270,19 +270,9 @@ def upscale_rows(
         if keep > 0:
             emit(top, rows[..., :keep, : width * scale].clamp(0.0, 1.0))
 
-    while True:
-        try:
-            with torch.inference_mode():
-                tiled_forward_rows(model, padded, tile, overlap, batch, on_tile, crop)
-            return tile, batch
-        except torch.cuda.OutOfMemoryError as error:
-            current = tile or max(padded.shape[-2:])
-            if current // 2 < MIN_TILE:
-                raise RuntimeError(f"CUDA out of memory even with tile {current}: {error}") from error
-            tile, batch = _ceil_to(current // 2, factor), 1
-            log(f"CUDA out of memory with tile {current}; retrying with tile {tile}, one window per pass")
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
+    _, tile, batch = _retry_on_cuda_oom(lambda t, b: tiled_forward_rows(model, padded, t, overlap, b, on_tile, crop),
+                                        padded, tile, batch, factor, log)
+    return tile, batch
 
 
 def upscale_tensor(
@@ -315,11 +305,18 @@ def upscale_tensor(
     padded = pad_right_bottom(image, pre_pad, pre_pad)
     h_pad, w_pad = padded.shape[-2:]
     padded = pad_right_bottom(padded, _ceil_to(h_pad, factor) - h_pad, _ceil_to(w_pad, factor) - w_pad)
+    out, tile, batch = _retry_on_cuda_oom(lambda t, b: tiled_forward(model, padded, t, overlap, b, on_tile),
+                                          padded, tile, batch, factor, log)
+    return out[..., : height * scale, : width * scale].clamp(0.0, 1.0), tile, batch  # a normal tensor again
+
+
+def _retry_on_cuda_oom(run: Callable[[int, int], object], padded: torch.Tensor, tile: int, batch: int, factor: int,
+                       log: Callable[[str], None]) -> tuple[object, int, int]:
+    """``run(tile, batch)`` in inference mode; on CUDA OOM halve the tile (one window per pass) and run again."""
     while True:
         try:
             with torch.inference_mode():
-                out = tiled_forward(model, padded, tile, overlap, batch, on_tile)
-            break
+                return run(tile, batch), tile, batch
         except torch.cuda.OutOfMemoryError as error:
             current = tile or max(padded.shape[-2:])
             if current // 2 < MIN_TILE:
@@ -329,4 +326,3 @@ def upscale_tensor(
             log(f"CUDA out of memory with tile {current}; retrying with tile {tile}, one window per pass")
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
-    return out[..., : height * scale, : width * scale].clamp(0.0, 1.0), tile, batch  # a normal tensor again
