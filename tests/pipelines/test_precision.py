@@ -15,7 +15,7 @@ from pipelines.step import resolve_precision
 from pipelines.steps import discriminator_step
 from pipelines.train import train
 from pipelines.train_config import ConfigError, load_train_config
-from tests.pipelines.test_train import _config, _quiet, shards  # noqa: F401  (shards is a fixture)
+from tests.pipelines.test_train import _config, _quiet
 
 CPU = torch.device("cpu")
 AVX2_ONLY = {"architecture": "x86_64", "avx2": True, "avx512_f": False, "amx_bf16": False, "avx512_bf16": False}
