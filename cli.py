@@ -15,9 +15,9 @@ import click
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     """The project's error types: each says what is wrong and how to fix it, so no traceback is shown."""
-    from pipelines.checkpoint import CheckpointError
-    from pipelines.elastic import RankStalled
-    from pipelines.train import TrainingDiverged
+    from pipelines.training.checkpoint import CheckpointError
+    from pipelines.training.elastic import RankStalled
+    from pipelines.training.train import TrainingDiverged
     from shards.prepare import ShardJobError
     from shards.stages import ShardReadError
 
@@ -38,8 +38,8 @@ class _Main(click.Group):
         except _user_errors() as error:
             if os.environ.get("ESRGAN_KIT_TRACEBACK"):
                 raise
-            from pipelines.elastic import RankStalled
-            from pipelines.train import TrainingDiverged
+            from pipelines.training.elastic import RankStalled
+            from pipelines.training.train import TrainingDiverged
 
             click.echo(f"error: {one_line(error)}", err=True)
             code = EXIT_DIVERGED if isinstance(error, TrainingDiverged) else EXIT_STALLED if isinstance(
@@ -131,7 +131,7 @@ def shard(src: str, root: Path, out: Path, name: str, crop_size: int, step: int,
           shard_size: int, png_level: int, encoding: str, workers: int, overwrite: bool, verify: str,
           scheduler: str) -> None:
     """Cut HR images into WebDataset tar shards of PNG patches (resumable; see README)."""
-    from pipelines.shard_job import run_shard
+    from pipelines.data_jobs.shard_job import run_shard
     from shards.crop import CropConfig
     from shards.multiscale import MultiscaleConfig, parse_scales
     from shards.prepare import ShardConfig
@@ -169,7 +169,7 @@ def preview_degradations(images, count, seed, config_path, order, scale, overrid
     """Contact sheet of degraded samples with their parameters, and their records."""
     from degrade.tomlio import ConfigError
     from pipelines.common import resolve_degradation_config
-    from pipelines.preview import PreviewConfig, preview_degradations
+    from pipelines.data_jobs.preview import PreviewConfig, preview_degradations
 
     try:
         degradation = resolve_degradation_config(config_path, order=order, scale=int(scale) if scale else None,
@@ -206,9 +206,9 @@ def preview_degradations(images, count, seed, config_path, order, scale, overrid
 def calibrate(target, hr_dir, scale, order, lq_size, budget, seed, max_patches, sim_patches, min_patches, start,
               measure_only, overwrite, out):
     """Fit a degradation config to your own low-resolution images (and report what they suffer from)."""
-    from pipelines.calibrate import CalibrateConfig
-    from pipelines.calibrate_report import run_calibrate
-    from pipelines.preview import IMAGE_SUFFIXES
+    from pipelines.data_jobs.calibrate import CalibrateConfig
+    from pipelines.data_jobs.calibrate_report import run_calibrate
+    from pipelines.data_jobs.preview import IMAGE_SUFFIXES
 
     try:
         hr = () if hr_dir is None else tuple(sorted(p for p in hr_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES))
@@ -234,8 +234,8 @@ def calibrate(target, hr_dir, scale, order, lq_size, budget, seed, max_patches, 
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 def train(stage, config_path, overrides, init_from, resume, overwrite, device):
     """Train a stage on one process, or on many under torchrun (see README)."""
-    from pipelines.train import train as run_training
-    from pipelines.train_config import load_train_config
+    from pipelines.training.train import train as run_training
+    from pipelines.training.train_config import load_train_config
 
     extra = [f"init_from={_toml_string(init_from)}"] if init_from else []
     config = load_train_config(stage, config_path, [*overrides, *extra])  # errors: one line, exit 2 (see _Main)
@@ -275,8 +275,8 @@ def degrade(shards_spec: str, out: Path, seed: int, config_path: Path | None, co
             scheduler: str) -> None:
     """Bake degraded (GT, LQ) pairs offline with the training degradation code (deterministic)."""
     import degrade as deg
-    from pipelines.degrade_job import run_degrade
-    from shards.pairs import PairConfig
+    from pipelines.data_jobs.degrade_job import run_degrade
+    from pipelines.data_jobs.pairs import PairConfig
 
     check_device(device)
     try:
@@ -340,7 +340,7 @@ def quickstart(out, net_iters, gan_iters, from_scratch, smallest, seed):
 def upscale(inputs, out, weights, suffix, ext, outscale, tile, tile_overlap, tile_batch, pre_pad, alpha_upsampler,
             device, half, precision, backend, recursive, threads, quiet, overwrite):
     """Upscale images or folders with seam-free tiles; exit code 1 if any input failed (see README)."""
-    from pipelines.upscale import UpscaleConfig, upscale_files
+    from pipelines.inference.upscale import UpscaleConfig, upscale_files
 
     try:
         config = UpscaleConfig(tuple(inputs), out, weights, suffix=suffix, ext=ext, outscale=outscale,
@@ -380,7 +380,7 @@ def _parse_hw(ctx, param, value):
 @click.option("--force", is_flag=True, help="Replace existing output files.")
 def export(weights, to, out, name, fp16, static, opset, no_check, force):
     """Export a generator to ONNX, ncnn (.param/.bin), .pth or .safetensors (see README)."""
-    from pipelines.export import ExportConfig, export_model
+    from pipelines.inference.export import ExportConfig, export_model
 
     try:
         report = export_model(ExportConfig(weights, to, out, name, fp16, static, opset, not no_check, force))
@@ -410,8 +410,8 @@ def export(weights, to, out, name, fp16, static, opset, no_check, force):
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def evaluate(lq, gt, models, bicubic, scale, tile, device, comparison_images, crop, out, overwrite, quiet):
     """NIQE (and PSNR/SSIM with --gt) of models and bicubic on LR photo folders; exit code 1 if any was skipped."""
-    from pipelines.evaluate import EvaluateConfig, parse_model_spec
-    from pipelines.evaluate import evaluate as run_evaluate
+    from pipelines.inference.evaluate import EvaluateConfig, parse_model_spec
+    from pipelines.inference.evaluate import evaluate as run_evaluate
 
     try:
         config = EvaluateConfig(tuple(lq), out, tuple(parse_model_spec(m) for m in models), bicubic, tuple(gt),

@@ -21,8 +21,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipelines.calibrate import CalibrateConfig  # noqa: E402
-from pipelines.calibrate_report import run_calibrate  # noqa: E402
+from pipelines.data_jobs.calibrate import CalibrateConfig  # noqa: E402
+from pipelines.data_jobs.calibrate_report import run_calibrate  # noqa: E402
 from tests.pipelines.calibrate_targets import TRUE_RANGES, hr_paths, make_target_set  # noqa: E402
 
 

@@ -3,7 +3,7 @@
 Prints JSON (and writes it with --out). A batch is what the reference's `feed_data` does for 12 GT patches of
 400×400 cut from the bundled photos (x4): USM of the GT, kernel synthesis (3 per sample), the second-order
 degradation, quantization, the paired 256/64 crop, the training-pair pool (full: steady state) and the USM of
-the 256 crop — here `pipelines.steps.make_training_pair`, the function training calls. Per-step times come
+the 256 crop — here `pipelines.training.steps.make_training_pair`, the function training calls. Per-step times come
 from wrapping the functions it calls (no code path changes); "other" is the rest (crop, pool, quantize,
 bookkeeping). Random choices differ per batch (e.g. an upscale makes later steps costlier), so the numbers
 are medians over batches with different seeds, the same seeds on every device.
@@ -41,8 +41,8 @@ import torch  # noqa: E402
 
 import degrade  # noqa: E402
 from degrade import pipeline  # noqa: E402
-from pipelines.pool import TrainingPairPool  # noqa: E402
-from pipelines.steps import make_training_pair  # noqa: E402
+from pipelines.training.pool import TrainingPairPool  # noqa: E402
+from pipelines.training.steps import make_training_pair  # noqa: E402
 
 SAMPLES = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg")  # as bench/reference/ref_degrade.py
 STEPS = {  # pipeline-level name → step label

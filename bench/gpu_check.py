@@ -36,7 +36,7 @@ from train_step import PAPER_NETWORK, alternate, make_bench_step, timed_ms  # no
 
 from models.rrdbnet import RRDBNet  # noqa: E402
 from pipelines.hardware import describe  # noqa: E402
-from pipelines.tiling import upscale_tensor  # noqa: E402
+from pipelines.inference.tiling import upscale_tensor  # noqa: E402
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Benchmark NIQE: `pipelines.quality.niqe` vs BasicSR 1.4.2 `calculate_niqe`, seconds per image, side by side.
+"""Benchmark NIQE: `pipelines.inference.quality.niqe` vs BasicSR 1.4.2 `calculate_niqe`, seconds per image.
 
 Image: samples/astronaut.png resized (cv2 INTER_CUBIC) to N×N for N in --sizes. Each round times ours once
 (in this process, after a warm-up call) and then the reference once (bench/reference/ref_niqe.py in the
@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import cv2  # noqa: E402
 import torch  # noqa: E402
 
-from pipelines.quality import niqe  # noqa: E402
+from pipelines.inference.quality import niqe  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 

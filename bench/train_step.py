@@ -2,7 +2,7 @@
 
 Prints JSON. (a) RRDBNet x4 (23 blocks) forward + backward with L1 for a batch of 2 LQ patches of 64×64
 (the issue's anchor: the reference takes ≈2,570 ms on a 2-core machine); (b) a full iteration of each
-stage at batch 2 through `pipelines.step.TrainStep`, the trainer's own step: degradation of a 2×400×400
+stage at batch 2 through `pipelines.training.step.TrainStep`, the trainer's own step: degradation of a 2×400×400
 GT batch, the 256/64 crop, the pool, G with its losses, (D real + fake,) the Adam steps and the EMA
 (anchor for the GAN stage: ≈7,600 ms). The VGG19 has random weights (the cost is the same). Median of
 `--repeats` after a warm-up; the precisions are timed alternately (one repeat of each in turn), so load
@@ -42,9 +42,9 @@ from models.losses import PerceptualLoss, l1_loss  # noqa: E402
 from models.rrdbnet import RRDBNet  # noqa: E402
 from models.vgg import VGGFeatureExtractor  # noqa: E402
 from pipelines.hardware import autocast, describe  # noqa: E402
-from pipelines.pool import TrainingPairPool  # noqa: E402
-from pipelines.step import TrainStep  # noqa: E402
-from pipelines.train_config import PERCEPTUAL_LAYERS, load_train_config  # noqa: E402
+from pipelines.training.pool import TrainingPairPool  # noqa: E402
+from pipelines.training.step import TrainStep  # noqa: E402
+from pipelines.training.train_config import PERCEPTUAL_LAYERS, load_train_config  # noqa: E402
 
 PAPER_NETWORK = (64, 23, 32)  # num_feat, num_block, num_grow_ch (RRDBNet x4plus)
 

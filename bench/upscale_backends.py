@@ -3,10 +3,10 @@
 Prints JSON. Two parts (`bench/upscale.py --backends` runs this script too):
 
 * timing (default): RRDBNet x4, 23 blocks, random weights (seeded), on a --size crop of samples/astronaut.png,
-  one full `pipelines.upscale.enhance` call per run (uint8 in -> uint8 out, tile 0 and pre_pad 10 = the work of
+  one full `pipelines.inference.upscale.enhance` call per run (uint8 in -> uint8 out, tile 0, pre_pad 10 = the work of
   the reference's untiled `enhance`, which pre-pads by 10). Variants: torch fp32 (today's path), torch bf16
   autocast, onnxruntime fp32, OpenVINO fp32 and OpenVINO bf16 (skipped with the reason where the CPU has no bf16
-  hardware), each through `pipelines.backends.wrap_model`, plus bench/reference/ref_upscale.py in its own env.
+  hardware), each through `pipelines.inference.backends.wrap_model`, plus bench/reference/ref_upscale.py in its own env.
   Every variant is warmed up at the timed size; per round each runs once, the order rotating, and the reference
   runs twice in a fresh process (the faster, warm run is kept). --clock process: CPU seconds of the
   process (all its threads), the measure least disturbed by other jobs on a shared machine with --threads 1.
@@ -38,9 +38,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from models.rrdbnet import RRDBNet  # noqa: E402
-from pipelines import backends  # noqa: E402
-from pipelines.tiling import upscale_tensor  # noqa: E402
-from pipelines.upscale import TileState, build_model, enhance, prepare_model  # noqa: E402
+from pipelines.inference import backends  # noqa: E402
+from pipelines.inference.tiling import upscale_tensor  # noqa: E402
+from pipelines.inference.upscale import TileState, build_model, enhance, prepare_model  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 VARIANTS = ("torch-fp32", "torch-bf16", "onnxruntime-fp32", "openvino-fp32", "openvino-bf16")

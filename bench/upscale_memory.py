@@ -1,10 +1,10 @@
-"""Peak memory of `pipelines.upscale.enhance`: whole-image float assembly (before) vs in-place bands (after).
+"""Peak memory of `pipelines.inference.upscale.enhance`: whole-image float assembly (before) vs in-place bands (after).
 
 Each measurement runs in a fresh process and reports its peak RSS (`resource.getrusage` ru_maxrss) and the
 RSS right after start-up (imports, model), so the difference is what upscaling one image costs. The image is
 a 3000x2000 RGB uint8 made from samples/astronaut.png (tiled), the network a small seeded RRDBNet x4 (8
 features, 1 block: memory, not speed, is measured; activations of bigger nets are per tile anyway), tile 256.
-`before` is the previous path, kept in pipelines.upscale for comparison: merge_image(run_model(...)) on the
+`before` is the previous path, kept in pipelines.inference.upscale for comparison: merge_image(run_model(...)) on the
 whole float32 HR image; `after` is `enhance` (enhance_into). Modes alternate, --rounds times.
 
     python bench/upscale_memory.py [--rounds 2] [--size 3000x2000] [--tile 256] \
@@ -29,7 +29,7 @@ sys.path.insert(0, {root!r})
 import cv2, numpy as np, torch
 torch.set_num_threads({threads})
 from models.rrdbnet import RRDBNet
-from pipelines.upscale import TileState, enhance, merge_image, prepare_model, run_model, split_image
+from pipelines.inference.upscale import TileState, enhance, merge_image, prepare_model, run_model, split_image
 width, height = {width}, {height}
 photo = cv2.imread({photo!r}, cv2.IMREAD_COLOR)
 reps = (height // photo.shape[0] + 1, width // photo.shape[1] + 1, 1)

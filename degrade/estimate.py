@@ -2,7 +2,7 @@
 
 Every function takes (B, 3, H, W) RGB tensors in [0, 1] (any device; computed on CPU in float64) and
 returns per-image values, except `jpeg_quality_from_file`, which reads a file's headers. They are
-the measuring half of `pipelines.calibrate`, which fits a `DegradationConfig` by comparing their
+the measuring half of `pipelines.data_jobs.calibrate`, which fits a `DegradationConfig` by comparing their
 distributions on real and simulated images, so a bias shared by both sides cancels there; the
 docstrings say where each estimator is biased when it is used alone. Accuracy tables: README
 "Estimating degradations" (measured by tests/degrade/test_estimate.py and bench/estimate.py).

@@ -62,7 +62,7 @@ class CompactSpec:
 
     @property
     def unshuffle_factor(self) -> int:
-        """No pixel-unshuffle: any input size works (read by ``pipelines.tiling``)."""
+        """No pixel-unshuffle: any input size works (read by ``pipelines.inference.tiling``)."""
         return 1
 
     @property

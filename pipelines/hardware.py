@@ -2,7 +2,7 @@
 
 Detection asks torch (cpuinfo on CPU, the CUDA runtime on GPUs), never a CPU model list: oneDNN runs bf16
 natively on x86 CPUs with AMX or AVX512-BF16; elsewhere (e.g. AVX2-only AMD EPYC) torch emulates bf16
-by converting to fp32, which is slower than plain fp32. Shared by training (`pipelines.step`) and upscaling.
+by converting to fp32, which is slower than plain fp32. Shared by training (`pipelines.training.step`) and upscaling.
 """
 
 from __future__ import annotations

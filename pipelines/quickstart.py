@@ -20,16 +20,16 @@ import numpy as np
 import torch
 
 from pipelines.common import write_image_atomic
-from pipelines.metrics import psnr, ssim
-from pipelines.preview import PreviewConfig, bundled_samples, preview_degradations
-from pipelines.quality import niqe
-from pipelines.train import train
-from pipelines.train_config import load_train_config
-from pipelines.upscale import TileState, build_model, enhance
-from pipelines.validate import read_pairs, validate
+from pipelines.data_jobs.pairs import PairConfig, make_pairs
+from pipelines.data_jobs.preview import PreviewConfig, bundled_samples, preview_degradations
+from pipelines.inference.quality import niqe
+from pipelines.inference.upscale import TileState, build_model, enhance
+from pipelines.training.metrics import psnr, ssim
+from pipelines.training.train import train
+from pipelines.training.train_config import load_train_config
+from pipelines.training.validate import read_pairs, validate
 from shards.crop import CropConfig
 from shards.multiscale import MultiscaleConfig
-from shards.pairs import PairConfig, make_pairs
 from shards.prepare import ShardConfig, prepare_shards
 
 __all__ = ["QuickstartConfig", "quickstart"]

@@ -8,7 +8,10 @@ Writing (`python cli.py shard`, `shards.prepare.prepare_shards`):
 Reading (training): read.py (`LoaderConfig`, `ShardStream`: per-rank infinite, resumable stream of
 GT batches) built from the iterator stages in stages.py, seeded through seeds.py.
 
-Offline pairs (`python cli.py degrade`): pairs.py, using the `degrade` library.
+On a Dask cluster: cluster.py (the shard job; its connection and rerun counting are reused by the
+`degrade` job in pipelines/data_jobs/). shards/ is storage only: it imports nothing from `degrade`,
+`models` or `pipelines` (tests/test_layout.py); the offline pair job, which degrades, is
+`pipelines.data_jobs.pairs`.
 
 Glossary: gt/hr = high-resolution ground truth; lq/lr = degraded low-resolution input; a *patch* or
 *sample* is one cropped GT image stored as `KEY.png` + `KEY.json` in a shard; a *variant* is one

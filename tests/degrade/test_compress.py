@@ -12,7 +12,7 @@ import torch
 import degrade
 from degrade import ConfigError, DegradationConfig, DegradationParams, StageConfig
 from degrade.compress import COMPRESSION_TYPES, JPEG_SAMPLINGS, compress
-from pipelines.preview import caption_lines
+from pipelines.data_jobs.preview import caption_lines
 
 SAMPLING_FLAGS = {"4:2:0": cv2.IMWRITE_JPEG_SAMPLING_FACTOR_420, "4:2:2": cv2.IMWRITE_JPEG_SAMPLING_FACTOR_422,
                   "4:4:4": cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444}

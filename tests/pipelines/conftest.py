@@ -7,6 +7,7 @@ from click.testing import CliRunner
 
 from cli import main
 from tests.conftest import REPO_ROOT, SAMPLES_DIR
+from tests.shards.conftest import synth  # noqa: F401  (the synthetic-shards fixture, for the pair-job tests)
 
 
 @pytest.fixture(scope="module")

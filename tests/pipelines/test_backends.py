@@ -1,4 +1,4 @@
-"""`pipelines.backends`: --precision / --half parsing, backend choice, missing extras, and runtime / bf16 paths
+"""`inference.backends`: --precision / --half parsing, backend choice, missing extras, and runtime / bf16 paths
 that keep tiles, alpha, gray and 16-bit exactly as the torch fp32 path handles them.
 
 Expected values: the torch model's own float forward (independent of the runtime that is tested), the direct
@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import torch
 
-from pipelines import backends
-from pipelines.tiling import upscale_tensor
-from pipelines.upscale import TileState, UpscaleConfig, build_model, enhance, upscale_files
+from pipelines.inference import backends
+from pipelines.inference.tiling import upscale_tensor
+from pipelines.inference.upscale import TileState, UpscaleConfig, build_model, enhance, upscale_files
 from tests.pipelines.test_upscale import _Sink, as_batch, photo, run_cli, save_weights, tiny, write_inputs
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")

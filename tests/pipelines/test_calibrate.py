@@ -15,8 +15,8 @@ from click.testing import CliRunner
 
 from cli import main
 from degrade import DegradationConfig
-from pipelines.calibrate import FEATURES, FITTED, CalibrateConfig, config_from_vector
-from pipelines.calibrate_report import run_calibrate
+from pipelines.data_jobs.calibrate import FEATURES, FITTED, CalibrateConfig, config_from_vector
+from pipelines.data_jobs.calibrate_report import run_calibrate
 from tests.conftest import load_sample_rgb
 
 SMALL = {"lq_size": 32, "sim_patches": 8, "max_patches": 64, "budget": 3, "progress": False}
@@ -107,7 +107,7 @@ def test_fit_writes_loadable_config_report_and_png_deterministically(tmp_path):
 def test_lq_model_degrades_at_the_target_size_and_zero_values_change_little():
     import torch
 
-    from pipelines.calibrate_start import LQ_FITTED, lq_config
+    from pipelines.data_jobs.calibrate_start import LQ_FITTED, lq_config
 
     quiet = {k: lo for k, (lo, _) in LQ_FITTED.items()} | {"jpeg_lo": 100.0, "jpeg_hi": 100.0, "blur_prob": 0.0}
     cfg = lq_config(quiet, DegradationConfig())
@@ -122,7 +122,7 @@ def test_lq_model_degrades_at_the_target_size_and_zero_values_change_little():
 
 
 def test_uniform_bounds_and_transfer_inversion():
-    from pipelines.calibrate_start import _invert, _uniform_bounds
+    from pipelines.data_jobs.calibrate_start import _invert, _uniform_bounds
 
     samples = np.random.default_rng(0).uniform(3.0, 8.0, 200_000)
     lo, hi = _uniform_bounds(*np.quantile(samples, [0.25, 0.75]))

@@ -2,7 +2,7 @@
 degradations (tests/pipelines/calibrate_targets.py: made from astronaut and coffee), fitted with chelsea and
 rocket as HR. Checked: the fitted feature distance is at most half the stock paper config's, and the fitted
 LQ-stage ranges cover the true ranges within the issue's estimator tolerances (each bound: noise σ ±3,
-JPEG quality ±8, blur σ ±30 %). The LQ stage acts at the target's resolution (pipelines/calibrate_start.py),
+JPEG quality ±8, blur σ ±30 %). The LQ stage acts at the target's resolution (pipelines/data_jobs/calibrate_start.py),
 so its ranges are in the same units as the truth.
 
 Not asserted, because the fit does not recover them (README "Fitting degradations to your images: the
@@ -17,8 +17,8 @@ from __future__ import annotations
 import pytest
 
 from degrade import DegradationConfig
-from pipelines.calibrate import CalibrateConfig
-from pipelines.calibrate_report import run_calibrate
+from pipelines.data_jobs.calibrate import CalibrateConfig
+from pipelines.data_jobs.calibrate_report import run_calibrate
 from tests.pipelines.calibrate_targets import TRUE_RANGES, hr_paths, make_target_set
 
 # CI-sized: ~25 s per set on one core (bench/calibrate.py runs the same with any budget)

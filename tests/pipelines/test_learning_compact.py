@@ -26,11 +26,11 @@ import torch
 from degrade import DegradationConfig
 from models.compact import CompactSpec
 from models.weights import load_generator
-from pipelines.train import train
-from pipelines.train_config import load_train_config
-from pipelines.validate import read_pairs, validate
+from pipelines.data_jobs.pairs import PairConfig, make_pairs
+from pipelines.training.train import train
+from pipelines.training.train_config import load_train_config
+from pipelines.training.validate import read_pairs, validate
 from shards.crop import CropConfig
-from shards.pairs import PairConfig, make_pairs
 from shards.prepare import ShardConfig, prepare_shards
 from tests.pipelines.test_learning import bicubic_psnr, split_photos
 

@@ -22,9 +22,9 @@ import torch
 from click.testing import CliRunner
 
 from cli import main
-from pipelines.checkpoint import checkpoint_path, latest_checkpoint, load_checkpoint
-from pipelines.train import train
-from pipelines.train_config import load_train_config
+from pipelines.training.checkpoint import checkpoint_path, latest_checkpoint, load_checkpoint
+from pipelines.training.train import train
+from pipelines.training.train_config import load_train_config
 from shards.manifest import read_manifest
 from shards.read import slot_shards
 from tests.conftest import REPO_ROOT, SAMPLES_DIR
@@ -136,7 +136,7 @@ def test_elastic_restart_after_kill_9_resumes_by_itself_bit_exact(shards, standa
     agent = subprocess.Popen(_torchrun("--standalone", "--nproc_per_node=2", "--max-restarts=1",
                                        *_args(shards, run_dir)),
                              cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                             env=_env(TORCH_DISABLE_SHARE_RDZV_TCP_STORE="1"))  # see pipelines.elastic
+                             env=_env(TORCH_DISABLE_SHARE_RDZV_TCP_STORE="1"))  # see pipelines.training.elastic
     try:
         deadline = time.monotonic() + 400
         while not checkpoint_path(run_dir, 5).exists():  # the first checkpoint

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pipelines.pool import TrainingPairPool
+from pipelines.training.pool import TrainingPairPool
 
 
 def _eager_exchange(state: dict, lq: torch.Tensor, gt: torch.Tensor, size: int, generator: torch.Generator):

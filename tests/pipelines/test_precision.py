@@ -9,12 +9,12 @@ import pytest
 import torch
 
 from models.discriminator import UNetDiscriminatorSN
-from pipelines.checkpoint import load_checkpoint
 from pipelines.hardware import cpu_capabilities, native_bf16
-from pipelines.step import resolve_precision
-from pipelines.steps import discriminator_step
-from pipelines.train import train
-from pipelines.train_config import ConfigError, load_train_config
+from pipelines.training.checkpoint import load_checkpoint
+from pipelines.training.step import resolve_precision
+from pipelines.training.steps import discriminator_step
+from pipelines.training.train import train
+from pipelines.training.train_config import ConfigError, load_train_config
 from tests.pipelines.test_train import _config, _quiet
 
 CPU = torch.device("cpu")

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 import degrade
 from cli import main
-from pipelines.preview import caption_lines, gt_patch, load_rgb
+from pipelines.data_jobs.preview import caption_lines, gt_patch, load_rgb
 from tests.conftest import SAMPLES_DIR
 
 

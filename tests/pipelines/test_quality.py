@@ -1,4 +1,4 @@
-"""NIQE/PSNR/SSIM of pipelines/quality.py against BasicSR, scipy and the MATLAB kernel definitions.
+"""NIQE/PSNR/SSIM of pipelines/inference/quality.py against BasicSR, scipy and the MATLAB kernel definitions.
 
 Reference values: BasicSR 1.4.2 (``basicsr.metrics.niqe.calculate_niqe(img_bgr_uint8, 0, input_order='HWC',
 convert_to='y')``, numpy 2.4.6, scipy 1.17.1, opencv 5.0.0, torch 2.14.1, Python 3.11.7), produced by
@@ -17,8 +17,8 @@ import torch
 from scipy import stats
 from scipy.special import gamma
 
-from pipelines import quality
-from pipelines.quality import aggd_fit, ggd_fit, matlab_imresize, niqe, niqe_features
+from pipelines.inference import quality
+from pipelines.inference.quality import aggd_fit, ggd_fit, matlab_imresize, niqe, niqe_features
 from tests.pipelines import niqe_cases
 
 REFERENCE = {
@@ -260,7 +260,7 @@ def test_kernel_values():
 
 
 def test_psnr_ssim_are_the_metrics_module():
-    from pipelines import metrics
+    from pipelines.training import metrics
     assert quality.psnr is metrics.psnr and quality.ssim is metrics.ssim
 
 

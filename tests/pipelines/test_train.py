@@ -12,10 +12,10 @@ import torch
 from click.testing import CliRunner
 
 from cli import main
-from pipelines import step as step_module
-from pipelines.checkpoint import latest_checkpoint, load_checkpoint
-from pipelines.train import TrainingDiverged, learning_rate, train
-from pipelines.train_config import ConfigError, load_train_config
+from pipelines.training import step as step_module
+from pipelines.training.checkpoint import latest_checkpoint, load_checkpoint
+from pipelines.training.train import TrainingDiverged, learning_rate, train
+from pipelines.training.train_config import ConfigError, load_train_config
 from tests.conftest import REPO_ROOT
 
 TINY = [

@@ -9,8 +9,8 @@ import torch
 
 from models.compact import CompactSpec, SRVGGNetCompact
 from models.weights import export_generator, load_generator
-from pipelines.train import train
-from pipelines.train_config import ConfigError, load_train_config
+from pipelines.training.train import train
+from pipelines.training.train_config import ConfigError, load_train_config
 from tests.conftest import REPO_ROOT
 
 TINY = [

@@ -20,13 +20,13 @@ from click.testing import CliRunner
 from hypothesis import given
 from hypothesis import strategies as st
 
-import pipelines.tiling as tiling
-import pipelines.upscale as up
+import pipelines.inference.tiling as tiling
+import pipelines.inference.upscale as up
 from cli import main
 from models.rrdbnet import RRDBNet
 from models.weights import export_generator
-from pipelines.tiling import axis_weights, axis_windows, default_overlap, upscale_tensor
-from pipelines.upscale import TileState, UpscaleConfig, enhance, upscale_files
+from pipelines.inference.tiling import axis_weights, axis_windows, default_overlap, upscale_tensor
+from pipelines.inference.upscale import TileState, UpscaleConfig, enhance, upscale_files
 from tests.conftest import SAMPLES_DIR
 
 TOL = 1 / 255

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-import pipelines.tiling as tiling
-from pipelines.upscale import TileState, enhance, merge_image, run_model, split_image, upscale_alpha
+import pipelines.inference.tiling as tiling
+from pipelines.inference.upscale import TileState, enhance, merge_image, run_model, split_image, upscale_alpha
 from tests.pipelines.test_upscale import photo, tiny
 
 

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from cli import main
 from models.weights import export_generator
-from pipelines.upscale import UpscaleConfig, upscale_files
+from pipelines.inference.upscale import UpscaleConfig, upscale_files
 from tests.pipelines.test_upscale import _Sink, photo, tiny
 
 

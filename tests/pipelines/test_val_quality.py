@@ -11,11 +11,11 @@ import pytest
 import torch
 
 from models.rrdbnet import RRDBNet
-from pipelines.metrics import MetricsWriter
-from pipelines.quality import niqe
-from pipelines.train_config import ConfigError, load_train_config, stage_defaults
-from pipelines.val_quality import ValidationTracker
-from pipelines.validate import ValidationPair
+from pipelines.inference.quality import niqe
+from pipelines.training.metrics import MetricsWriter
+from pipelines.training.train_config import ConfigError, load_train_config, stage_defaults
+from pipelines.training.val_quality import ValidationTracker
+from pipelines.training.validate import ValidationPair
 from tests.pipelines.niqe_cases import read_photo
 
 

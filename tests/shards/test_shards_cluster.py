@@ -169,8 +169,8 @@ def test_unshared_output_and_bad_scheduler_are_one_line_errors(photos, tmp_path)
 
 @pytest.mark.slow
 def test_degrade_on_a_local_cluster_is_byte_identical(tmp_path, synth):
+    from pipelines.data_jobs.pairs import PairConfig, make_pairs
     from shards.cluster import ClusterError
-    from shards.pairs import PairConfig, make_pairs
 
     gt, _ = synth.write_shards(tmp_path / "gt", [4, 3, 5], size=72)
     base = dict(shards=str(gt), seed=3, count=9, shard_size=2, gt_size=64)
@@ -178,7 +178,7 @@ def test_degrade_on_a_local_cluster_is_byte_identical(tmp_path, synth):
     assert local.pairs_written == 9
     # A local run that died after 2 pair shards, finished on the cluster (shards 2-4 written by Dask tasks, the
     # last one short and starting inside an input shard): identical to the local run.
-    import shards.pairs as pairs
+    import pipelines.data_jobs.pairs as pairs
 
     real = pairs.degrade_pair
 

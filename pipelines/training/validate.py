@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from pipelines.common import write_image_atomic
-from pipelines.metrics import psnr, ssim
+from pipelines.training.metrics import psnr, ssim
 
 __all__ = ["ValidationPair", "read_pairs", "validate", "save_grid"]
 

@@ -18,7 +18,7 @@ from the medians of the two noise indicators; then for blur σ and noise level a
 HR photos' own noise and softness and what JPEG does to noise are inside the curve), inverted at the
 target's quartiles; a uniform range [a, b] has its quartiles at a + (b − a)/4 and a + 3(b − a)/4, which
 gives a and b. Every simulation (transfer ones included) counts against the budget and is in
-the trace. Deterministic per seed (common random numbers as in `pipelines.calibrate`).
+the trace. Deterministic per seed (common random numbers as in `pipelines.data_jobs.calibrate`).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from degrade import DegradationConfig
-from pipelines.calibrate import _NOT_JPEG, FEATURES, FITTED, _progress, _simulate, feature_distance
+from pipelines.data_jobs.calibrate import _NOT_JPEG, FEATURES, FITTED, _progress, _simulate, feature_distance
 
 __all__ = ["LQ_FITTED", "lq_config", "estimated_start", "fit_estimated"]
 
@@ -130,7 +130,7 @@ def estimated_start(target: dict[str, np.ndarray], files: list[dict], simulate) 
 def fit_estimated(target: dict[str, np.ndarray], files: list[dict], hr: torch.Tensor, base: DegradationConfig,
                   budget: int, seed: int, progress: bool = False) -> dict:
     """Stock paper config (evaluation 0, gives the spreads), the moment-matched start, then a local compass
-    search in the LQ model; the same result layout as `pipelines.calibrate.fit`."""
+    search in the LQ model; the same result layout as `pipelines.data_jobs.calibrate.fit`."""
     sampling = next((f.get("subsampling") for f in files if f.get("format") == "jpeg"), None) or "4:2:0"
     stock_config = replace(base, per_sample=True)
     trace: list[dict] = []

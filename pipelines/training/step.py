@@ -3,7 +3,7 @@
 `TrainStep` owns everything one iteration touches, so that precision, memory layout and compile live in
 one place: the networks as the step runs them (device, channels_last, `torch.compile`, DDP), both Adam
 optimizers, the EMA, the autocast precision and, for fp16, the gradient scaler. Calling it runs one
-iteration; the trainer (`pipelines.train`) and the benchmark (`bench/train_step.py`) both do exactly that.
+iteration; the trainer (`pipelines.training.train`) and the benchmark (`bench/train_step.py`) both do exactly that.
 
 Precision: the degradation and the crop (`make_training_pair`) always run in fp32 (fidelity of the paper's
 pipeline); only the network forwards and the losses on their outputs run under autocast. Losses are
@@ -21,9 +21,9 @@ from torch.nn.parallel import DistributedDataParallel
 
 from models.ema import ModelEMA
 from pipelines.hardware import PRECISIONS, native_bf16
-from pipelines.pool import TrainingPairPool
-from pipelines.steps import TrainingPair, discriminator_step, generator_step, make_training_pair
-from pipelines.train_config import ConfigError, TrainConfig
+from pipelines.training.pool import TrainingPairPool
+from pipelines.training.steps import TrainingPair, discriminator_step, generator_step, make_training_pair
+from pipelines.training.train_config import ConfigError, TrainConfig
 
 __all__ = ["TrainStep", "TrainingDiverged", "resolve_precision"]
 

@@ -119,7 +119,7 @@ class TrainConfig:
     channels_last: bool = True  # on CUDA only: measured slower for CPU training (README)
     # Autocast precision of the networks (the degradation always runs in fp32): "auto" is bf16 where the
     # device runs it natively (CUDA with bf16, CPUs with AMX or AVX512-BF16), else fp32; fp16 (with a
-    # gradient scaler) needs CUDA. See pipelines.step.resolve_precision.
+    # gradient scaler) needs CUDA. See pipelines.training.step.resolve_precision.
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     dist_timeout_s: float = 1800.0  # a collective waiting longer ends the run naming the stalled rank
     data: DataConfig = field(default_factory=DataConfig)

@@ -1,6 +1,6 @@
 """Training that outlives a lost worker: torchrun restarts, world-size changes, stalled ranks.
 
-Three rules, each a small hook in `pipelines.train`:
+Three rules, each a small hook in `pipelines.training.train`:
 
 * **Restart = resume.** When torchrun restarts the worker group (`--max-restarts N`, after a worker
   died), it starts the same command line again with `TORCHELASTIC_RESTART_COUNT` > 0. In that case
@@ -9,7 +9,7 @@ Three rules, each a small hook in `pipelines.train`:
   (count 0 or unset) is unchanged: it resumes only with `--resume`. torchrun >= 2.4 keeps its
   rendezvous store across restarts and a restarted gloo/NCCL group can then read the dead attempt's
   addresses (pytorch/pytorch#135712): launch torchrun with TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 when
-  restarts are allowed (`pipelines.dist.restart_hint` says so when the group fails to start).
+  restarts are allowed (`pipelines.training.dist.restart_hint` says so when the group fails to start).
 * **World-size change.** A checkpoint written by R processes may be resumed by R' processes. The
   weights, EMA and optimizer states are the same on every rank and carry over. Rank r < min(R, R')
   keeps its own degradation generator and training-pair pool; a rank that did not exist before
@@ -36,7 +36,7 @@ from pathlib import Path
 import torch
 import torch.distributed as torch_dist
 
-from pipelines.checkpoint import latest_checkpoint
+from pipelines.training.checkpoint import latest_checkpoint
 
 __all__ = ["RankStalled", "Heartbeat", "restart_count", "resume_after_restart", "rank_state"]
 

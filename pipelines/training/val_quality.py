@@ -2,7 +2,7 @@
 
 ``ValidationTracker.run`` is called by the trainer (rank 0) at every validation:
 
-1. PSNR/SSIM/NIQE of the EMA model on the fixed degraded set (``val_shards``, ``pipelines.validate``), and NIQE
+1. PSNR/SSIM/NIQE of the EMA model on the fixed degraded set (``val_shards``, ``pipelines.training.validate``), and NIQE
    alone on the real LR images of ``val_lq`` (no GT), recorded in metrics.jsonl and in the grid's caption.
 2. ``val_select`` (psnr / ssim / niqe / none): when the validation is the best so far by that metric, the EMA
    weights are exported as ``models/net_g_best.pth`` (official ``params``/``params_ema`` wrapper) and
@@ -28,10 +28,10 @@ from torch import nn
 
 from models.weights import export_generator
 from pipelines.common import write_bytes_atomic
-from pipelines.metrics import MetricsWriter
-from pipelines.quality import niqe, psnr, ssim
-from pipelines.upscale import IMAGE_SUFFIXES
-from pipelines.validate import ValidationPair, save_grid, validate
+from pipelines.inference.quality import niqe, psnr, ssim
+from pipelines.inference.upscale import IMAGE_SUFFIXES
+from pipelines.training.metrics import MetricsWriter
+from pipelines.training.validate import ValidationPair, save_grid, validate
 
 __all__ = ["ValidationTracker", "read_lq_folder", "score_lq", "plot_curves", "SELECT_METRICS"]
 

@@ -36,7 +36,7 @@ from scipy.stats import wasserstein_distance
 
 import degrade
 from degrade import DegradationConfig, estimate
-from pipelines.preview import IMAGE_SUFFIXES, bundled_samples, load_rgb
+from pipelines.data_jobs.preview import IMAGE_SUFFIXES, bundled_samples, load_rgb
 
 __all__ = ["CalibrateConfig", "FEATURES", "FITTED", "measure", "load_target_patches", "fit", "config_from_vector",
            "feature_distance", "TargetSet"]
@@ -76,7 +76,7 @@ class CalibrateConfig:
     measure_only: bool = False
     overwrite: bool = False
     progress: bool = True
-    # "estimate": moment-matched start in the LQ-size model, then a local search (pipelines/calibrate_start.py);
+    # "estimate": moment-matched start in the LQ-size model, then a local search (calibrate_start.py);
     # "paper": compass search from the paper config with ``order`` stages (the first version)
     start: str = "estimate"
 

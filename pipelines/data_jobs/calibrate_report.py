@@ -12,9 +12,9 @@ import numpy as np
 
 import degrade
 from degrade import DegradationConfig
-from pipelines.calibrate import FEATURES, FITTED, CalibrateConfig, fit, hr_crops, load_target_patches, measure
-from pipelines.calibrate_start import LQ_FITTED, fit_estimated
 from pipelines.common import write_bytes_atomic
+from pipelines.data_jobs.calibrate import FEATURES, FITTED, CalibrateConfig, fit, hr_crops, load_target_patches, measure
+from pipelines.data_jobs.calibrate_start import LQ_FITTED, fit_estimated
 
 __all__ = ["CalibrateResult", "run_calibrate", "plot_report"]
 

@@ -3,7 +3,7 @@
 Reference: Real-ESRGAN ``realesrgan/utils.py`` ``RealESRGANer.enhance`` (image kinds, alpha upsampler,
 outscale with LANCZOS4) and ``inference_realesrgan.py`` (IMREAD_UNCHANGED, ``<name>_<suffix>.<ext>``,
 RGBA saved as PNG). The flow is read -> split channels -> tiled model call -> merge -> write; the
-tiling itself is ``pipelines.tiling``. Deliberate differences from the reference:
+tiling itself is ``pipelines.inference.tiling``. Deliberate differences from the reference:
 
 * 8 / 16 bit is decided by the dtype (uint8 / uint16), not by the reference's ``max > 256`` test,
   which divides a dark 16-bit image (all values <= 256) by 255 and writes it back as 8-bit.
@@ -32,9 +32,9 @@ import torch
 from torch import nn
 
 from models.weights import describe_spec, load_generator
-from pipelines import backends
 from pipelines.common import write_image_atomic
-from pipelines.tiling import default_overlap, upscale_rows, upscale_tensor
+from pipelines.inference import backends
+from pipelines.inference.tiling import default_overlap, upscale_rows, upscale_tensor
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 SIXTEEN_BIT_SUFFIXES = (".png", ".tif", ".tiff")
@@ -46,7 +46,7 @@ AlphaUpsampler = Literal["realesrgan", "linear"]
 class UpscaleConfig:
     """Everything ``upscale_files`` needs; defaults follow ``inference_realesrgan.py`` where it has one.
 
-    ``tile`` / ``tile_overlap`` / ``tile_batch`` are in LR pixels (see ``pipelines.tiling``); the
+    ``tile`` / ``tile_overlap`` / ``tile_batch`` are in LR pixels (see ``pipelines.inference.tiling``); the
     reference's CLI defaults are tile 0 and pre_pad 0. Our tile default bounds memory on big photos.
     """
 
@@ -63,7 +63,7 @@ class UpscaleConfig:
     pre_pad: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     half: bool = False  # alias of precision="fp16"
-    precision: backends.Precision = "auto"  # see pipelines.backends
+    precision: backends.Precision = "auto"  # see pipelines.inference.backends
     backend: backends.Backend = "auto"
     recursive: bool = False
     threads: int = 0  # 0: torch's default (the physical cores)

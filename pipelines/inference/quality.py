@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from scipy.special import gamma as gamma_fn
 
-from pipelines.metrics import psnr, ssim, to_y_channel
+from pipelines.training.metrics import psnr, ssim, to_y_channel
 
 __all__ = ["psnr", "ssim", "to_y_channel", "niqe", "niqe_features", "matlab_imresize", "aggd_fit", "ggd_fit",
            "NIQE_BLOCK", "PRISTINE_PARAMS_PATH"]

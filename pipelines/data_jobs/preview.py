@@ -27,7 +27,7 @@ from shards.decode import load_image as decode_source
 
 __all__ = ["PreviewConfig", "PreviewResult", "load_rgb", "preview_degradations", "caption_lines"]
 
-SAMPLES_DIR = Path(__file__).resolve().parent.parent / "samples"
+SAMPLES_DIR = Path(__file__).resolve().parents[2] / "samples"
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 

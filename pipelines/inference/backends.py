@@ -1,10 +1,10 @@
 """Inference backends and precision for ``cli.py upscale``: torch, or the same network exported to ONNX and run
 by onnxruntime or OpenVINO (optional extras, imported lazily).
 
-A backend is an ``nn.Module`` that stands in for the torch model exactly where ``pipelines.tiling`` calls it
+A backend is an ``nn.Module`` that stands in for the torch model exactly where ``pipelines.inference.tiling`` calls it
 once per batch of tiles: (B, 3, h, w) float32 on the CPU in, (B, 3, h * s, w * s) out. Everything around that
 call (mod pad, pre pad, windows, blending, clamp, alpha, gray, 16-bit, outscale) stays the shared code of
-``pipelines.upscale`` / ``pipelines.tiling``, so it behaves the same whatever runs the convolutions.
+``pipelines.inference.upscale`` / ``pipelines.inference.tiling``, so it behaves the same whatever runs the convolutions.
 
 Precision (``--precision``; ``--half`` is an alias of fp16):
 
@@ -46,7 +46,7 @@ CPU_PRECISIONS = {"torch": ("fp32", "bf16"), "onnxruntime": ("fp32",), "openvino
 # Fastest first at equal precision, measured on the CPU (bench/results/upscale_backends*.json).
 AUTO_ORDER = {"fp32": ("openvino", "onnxruntime", "torch"), "bf16": ("openvino", "torch")}
 # auto on the CPU takes a reduced precision only if x4plus stays this close to fp32 (1/255 levels): about the
-# default tiling's own error at tile 512, overlap 64 (pipelines.tiling docstring).
+# default tiling's own error at tile 512, overlap 64 (pipelines.inference.tiling docstring).
 CPU_AUTO_TOLERANCE_255 = {"max": 2.0, "p999": 1.0}
 CPU_AUTO_PRECISION = "fp32"  # bf16 autocast: max 13.7, p99.9 3.3 -> outside the tolerance on any CPU
 ONNX_OPSET = 17
@@ -126,13 +126,13 @@ def export_onnx(model: nn.Module) -> bytes:
 
     ``model`` is float32 on the CPU (runtime backends run there); the graph is the one `cli.py export` writes.
     """
-    from pipelines.export import onnx_bytes
+    from pipelines.inference.export import onnx_bytes
 
     return onnx_bytes(model, opset=ONNX_OPSET)
 
 
 class _StandIn(nn.Module):
-    """Carries what ``pipelines.tiling`` reads from a model: ``scale``, ``spec`` and a float32 CPU parameter."""
+    """Carries what ``tiling`` reads from a model: ``scale``, ``spec`` and a float32 CPU parameter."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
@@ -196,7 +196,7 @@ class OpenVinoModel(_StandIn):
 
 
 def wrap_model(model: nn.Module, backend: str, precision: str, threads: int = 0) -> nn.Module:
-    """The torch model (as ``pipelines.upscale.prepare_model`` made it) run by a resolved backend / precision.
+    """The torch model (as ``pipelines.inference.upscale.prepare_model`` made it) run by a resolved backend / precision.
 
     torch fp32 / fp16 return ``model`` itself (fp16 is ``prepare_model(half=True)``); bf16 wraps it in autocast;
     runtimes export it to ONNX and use ``threads`` (0: torch's current thread count).

@@ -30,12 +30,12 @@ from models.losses import PerceptualLoss
 from models.rrdbnet import RRDBNet
 from models.vgg import VGGFeatureExtractor, resolve_vgg19_weights
 from models.weights import check_same_arch, export_generator, load_generator_state_dict, load_into
-from pipelines.checkpoint import checkpoint_path, latest_checkpoint, save_atomic
-from pipelines.dist import DistInfo, cleanup_distributed, mean_over_ranks, setup_distributed
-from pipelines.elastic import Heartbeat, rank_state, restart_count, resume_after_restart
-from pipelines.metrics import MetricsWriter
-from pipelines.pool import TrainingPairPool
-from pipelines.safety import (
+from pipelines.training.checkpoint import checkpoint_path, latest_checkpoint, save_atomic
+from pipelines.training.dist import DistInfo, cleanup_distributed, mean_over_ranks, setup_distributed
+from pipelines.training.elastic import Heartbeat, rank_state, restart_count, resume_after_restart
+from pipelines.training.metrics import MetricsWriter
+from pipelines.training.pool import TrainingPairPool
+from pipelines.training.safety import (
     best_validated_iteration,
     changed_config_keys,
     check_init_report,
@@ -45,10 +45,10 @@ from pipelines.safety import (
     prune_checkpoints,
     trim_metrics,
 )
-from pipelines.step import TrainingDiverged, TrainStep
-from pipelines.train_config import PERCEPTUAL_LAYERS, ConfigError, TrainConfig, stage_defaults
-from pipelines.val_quality import ValidationTracker
-from pipelines.validate import read_pairs
+from pipelines.training.step import TrainingDiverged, TrainStep
+from pipelines.training.train_config import PERCEPTUAL_LAYERS, ConfigError, TrainConfig, stage_defaults
+from pipelines.training.val_quality import ValidationTracker
+from pipelines.training.validate import read_pairs
 from shards.read import LoaderConfig, ShardStream
 
 __all__ = ["train", "TrainResult", "learning_rate", "TrainingDiverged"]
@@ -137,7 +137,7 @@ def _init_weights(cfg: TrainConfig, net_g, log) -> None:
     state, source = load_generator_state_dict(cfg.init_from, prefer=(cfg.init_key, "params_ema", "params"))
     check_same_arch(net_g, state, cfg.init_from)
     report = load_into(net_g, state, strict=False)
-    check_init_report(report, source)  # hook: pipelines/safety.py
+    check_init_report(report, source)  # hook: pipelines/training/safety.py
     log(f"initialised G from {source}: {report.summary()}")
 
 
@@ -173,7 +173,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, device: str | None = None, 
     restart continues from the latest checkpoint by itself (or starts again if the first attempt wrote none).
     """
     info = setup_distributed(device, cfg.dist_timeout_s)
-    resume = resume or resume_after_restart(Path(cfg.run_dir))  # torchrun restart: continue (pipelines.elastic)
+    resume = resume or resume_after_restart(Path(cfg.run_dir))  # torchrun restart: continue (elastic.py)
     heartbeat = Heartbeat(info.rank, info.world_size, cfg.dist_timeout_s, info.device)
     clean = False
     try:
@@ -220,7 +220,7 @@ class _Run:
     start: int = 0  # the last finished iteration (0, or the checkpoint's)
     seen_keys: set[str] = field(default_factory=set)  # for the end-of-run data-split report (bounded)
     tracker: ValidationTracker | None = None  # NIQE, best checkpoint, curves, TensorBoard (rank 0 only)
-    heartbeat: Heartbeat | None = None  # names a stalled rank when a collective times out (pipelines.elastic)
+    heartbeat: Heartbeat | None = None  # names a stalled rank when a collective times out (pipelines.training.elastic)
 
 
 def _train(cfg: TrainConfig, info: DistInfo, resume: bool, stop_at: int | None, log,
@@ -253,7 +253,7 @@ def _build_run(cfg: TrainConfig, info: DistInfo, resume: bool, log, overwrite: b
     pool = TrainingPairPool(cfg.queue_size, torch.Generator().manual_seed(_seed(cfg.seed, 2, info.rank)))
     start = _restore(checkpoint, step, rank_gen, pool, stream, info, log) if checkpoint is not None else 0
     if info.is_main:
-        if overwrite and not resume:  # hook: pipelines/safety.py (every check above has passed)
+        if overwrite and not resume:  # hook: pipelines/training/safety.py (every check above has passed)
             for path in clear_run_dir(run_dir):
                 log(f"--overwrite: removed {path}")
         if checkpoint is not None and (dropped := trim_metrics(run_dir / "metrics.jsonl", start)):  # hook: safety.py

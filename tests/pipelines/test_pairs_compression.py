@@ -8,7 +8,7 @@ import numpy as np
 from click.testing import CliRunner
 
 import degrade
-from tests.shards.test_shards_pairs import read_pairs, replay
+from tests.pipelines.test_pairs import read_pairs, replay
 
 
 def test_cli_degrade_with_a_compression_mixture_replays(synth, tmp_path: Path):

@@ -13,8 +13,8 @@ import torch
 from click.testing import CliRunner
 
 import degrade
+from pipelines.data_jobs.pairs import PairConfig, make_pairs, prepare_gt
 from shards.manifest import read_manifest
-from shards.pairs import PairConfig, make_pairs, prepare_gt
 from shards.read import resolve_shards
 
 
@@ -85,8 +85,8 @@ def test_usm_and_custom_config_replay(inputs, tmp_path: Path):
 
 
 def crash_on_third_pair(monkeypatch) -> None:
-    """Make shards.pairs.degrade_pair raise on its third call (a crash in the middle of a job)."""
-    import shards.pairs as pairs
+    """Make pipelines.data_jobs.pairs.degrade_pair raise on its third call (a crash in the middle of a job)."""
+    import pipelines.data_jobs.pairs as pairs
 
     calls = []
     original = pairs.degrade_pair

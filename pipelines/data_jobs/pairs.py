@@ -37,6 +37,7 @@ import torch
 
 import degrade
 from shards import seeds
+from shards.atomic import write_bytes_atomic
 from shards.manifest import FORMAT, MANIFEST_NAME, VERSION, digest, read_manifest, verify_shard, write_manifest
 from shards.prepare import Progress, ShardJobError
 from shards.read import resolve_shards
@@ -63,7 +64,7 @@ class PairConfig:
     png_level: int = 3
     device: str = "cpu"
     overwrite: bool = False
-    scheduler: str = ""  # "" = this process; "tcp://HOST:PORT" or "local:N" = one Dask task per shard (shards.cluster)
+    scheduler: str = ""  # "" = this process; "tcp://HOST:PORT" or "local:N": a Dask task per shard (pairs_cluster.py)
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
@@ -121,12 +122,6 @@ def pair_key(index: int, source_key: str) -> str:
     return f"{index:09d}_{re.sub(r'[^A-Za-z0-9_-]', '-', source_key)[-60:]}"
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 class _FolderSink:
     """HR/, LR/, meta_info.txt and records.jsonl, appended per pair; text files are `.partial` until done."""
 
@@ -142,8 +137,8 @@ class _FolderSink:
             self.text[name] = open(path, "ab")  # noqa: SIM115 - closed in close()
 
     def add(self, key: str, gt_png: bytes, lq_png: bytes, record: dict) -> None:
-        _write_atomic(self.out / "HR" / f"{key}.png", gt_png)
-        _write_atomic(self.out / "LR" / f"{key}.png", lq_png)
+        write_bytes_atomic(self.out / "HR" / f"{key}.png", gt_png)
+        write_bytes_atomic(self.out / "LR" / f"{key}.png", lq_png)
         self.text["meta_info.txt"].write(f"HR/{key}.png, LR/{key}.png\n".encode())
         self.text["records.jsonl"].write(encode_json(record) + b"\n")
 
@@ -214,7 +209,7 @@ def make_pairs(cfg: PairConfig, progress: Callable[[Progress], None] | None = No
         return manifest
 
     if cfg.scheduler:
-        from shards.cluster import pairs_on_cluster
+        from pipelines.data_jobs.pairs_cluster import pairs_on_cluster
 
         retried = pairs_on_cluster(cfg, urls, total, shards, lambda index, done: save(index, {}, done))
         index = min(len(shards) * cfg.shard_size, total)

@@ -1,9 +1,9 @@
 """``cli.py evaluate``: score methods (models, bicubic) on folders of LR photos, the paper's Table 1 way.
 
 Each ``--lq`` folder is a test set (a column), each ``--model NAME=WEIGHTS`` and ``--bicubic`` a method (a row).
-Model outputs come from the same in-memory inference as ``upscale`` (``pipelines.upscale.enhance``: tiles, alpha,
+Model outputs come from the same in-memory inference as ``upscale`` (``upscale.enhance``: tiles, alpha,
 gray, 16-bit); bicubic is MATLAB's ``imresize`` (the paper's bicubic). Every output gets NIQE
-(``pipelines.quality.niqe``); with ``--gt`` also PSNR and SSIM on the Y channel with ``crop_border = scale``
+(``pipelines.inference.quality.niqe``); with ``--gt`` also PSNR and SSIM on the Y channel with ``crop_border = scale``
 (BasicSR's test configs). Writes ``results.json``, ``results.csv``, ``table.md`` and ``comparison.png``.
 """
 
@@ -24,10 +24,10 @@ import numpy as np
 import torch
 
 from pipelines.common import write_bytes_atomic
-from pipelines.evaluate_report import comparison_sheet, markdown_table, pick_crop
-from pipelines.quality import matlab_imresize, niqe, psnr, ssim
-from pipelines.tiling import default_overlap
-from pipelines.upscale import (
+from pipelines.inference.evaluate_report import comparison_sheet, markdown_table, pick_crop
+from pipelines.inference.quality import matlab_imresize, niqe, psnr, ssim
+from pipelines.inference.tiling import default_overlap
+from pipelines.inference.upscale import (
     IMAGE_SUFFIXES,
     TileState,
     build_model,
@@ -273,7 +273,7 @@ def evaluate(config: EvaluateConfig, stream: TextIO | None = None) -> EvaluateSu
                 "lq": [str(p) for p in config.lq], "gt": [str(p) for p in config.gt],
                 "comparison_images": config.comparison_images, "comparison_crop": config.crop,
                 "psnr_ssim": "Y channel of MATLAB YCbCr, 8-bit, crop_border = scale (BasicSR)",
-                "niqe": "pipelines.quality.niqe (BasicSR 1.4.2 calculate_niqe, Y channel, crop_border 0)",
+                "niqe": "pipelines.inference.quality.niqe (BasicSR 1.4.2 calculate_niqe, Y channel, crop_border 0)",
                 "torch": torch.__version__}
     report = {"settings": settings, "methods": method_info, "sets": sets, "skipped": skipped,
               "seconds": time.perf_counter() - started}

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 import degrade
 from models.losses import gan_loss, l1_loss
 from pipelines.hardware import autocast
-from pipelines.pool import TrainingPairPool
+from pipelines.training.pool import TrainingPairPool
 
 __all__ = ["TrainingPair", "random_crop_offsets", "make_training_pair", "generator_step", "discriminator_step"]
 

@@ -18,7 +18,7 @@ from degrade.tomlio import ConfigError
 __all__ = ["RUN_FILES", "check_run_dir", "clear_run_dir", "check_init_report", "INIT_MIN_SHARE",
            "prune_checkpoints"]
 
-# What a training run writes into its run_dir (pipelines/train.py); nothing else is ever removed.
+# What a training run writes into its run_dir (pipelines/training/train.py); nothing else is ever removed.
 RUN_FILES = ("checkpoints", "models", "val", "metrics.jsonl", "config.toml")
 # --init-from must fill at least this share of the model's tensors, and use this share of the file's:
 # x4 -> x2 weights skip only conv_first (1 of 42+ tensors); a compact model or random keys fill none.
@@ -101,7 +101,7 @@ def prune_checkpoints(run_dir: Path, keep: int, best_iter: int | None = None) ->
 
     ``keep = 0`` keeps everything. Returns the deleted paths.
     """
-    from pipelines.checkpoint import checkpoint_iterations
+    from pipelines.training.checkpoint import checkpoint_iterations
 
     if keep <= 0:
         return []
@@ -149,7 +149,7 @@ def changed_config_keys(saved: dict, now: dict, defaults: dict, allowed: set[str
 
 def load_resume_checkpoint(run_dir: Path) -> tuple[Path, dict]:
     """The latest checkpoint of ``run_dir``, loaded; a corrupt one names the previous good one as the way out."""
-    from pipelines.checkpoint import CheckpointError, checkpoint_iterations, load_checkpoint
+    from pipelines.training.checkpoint import CheckpointError, checkpoint_iterations, load_checkpoint
 
     found = checkpoint_iterations(run_dir)
     if not found:
@@ -166,7 +166,7 @@ def load_resume_checkpoint(run_dir: Path) -> tuple[Path, dict]:
 
 
 def _loads(path: Path) -> bool:
-    from pipelines.checkpoint import CheckpointError, load_checkpoint
+    from pipelines.training.checkpoint import CheckpointError, load_checkpoint
 
     try:
         load_checkpoint(path)

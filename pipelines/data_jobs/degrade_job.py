@@ -1,17 +1,17 @@
 """The offline `degrade` job as the command line runs it: progress line, summary, clean errors.
 
-The work itself is `shards.pairs.make_pairs`; this module only reports on it.
+The work itself is `pipelines.data_jobs.pairs.make_pairs`; this module only reports on it.
 """
 
 from __future__ import annotations
 
 import click
 
-from pipelines.shard_job import ProgressLine
+from pipelines.data_jobs.pairs import PairConfig, PairReport, make_pairs
+from pipelines.data_jobs.shard_job import ProgressLine
 from shards.atomic import FolderBusy, folder_lock
 from shards.cluster import ClusterError
 from shards.manifest import ManifestError
-from shards.pairs import PairConfig, PairReport, make_pairs
 from shards.prepare import ShardJobError
 from shards.stages import ShardReadError
 

@@ -1,0 +1,10 @@
+"""Inference, evaluation and export: a trained (or released) generator applied to images, measured, or written out.
+
+    upscale.py          `upscale`: files and folders, all image kinds, overwrite rules
+    tiling.py           seam-free tiled inference, output assembled in place
+    backends.py         torch / onnxruntime / OpenVINO and the precision of a run
+    quality.py          PSNR, SSIM and NIQE (batched, on the images' device); NIQE's pristine model in data/
+    evaluate.py         `evaluate`: methods x test sets -> results.json / csv
+    evaluate_report.py  table.md and comparison.png of an evaluation
+    export.py           `export`: ONNX, ncnn, .pth, .safetensors with a check inference
+"""
