@@ -24,6 +24,10 @@ done
 if [ -z "$OUT" ]; then
     if [ "$DRY" = 1 ]; then OUT="${TMPDIR:-/tmp}/gpu_check_dry_run"; else OUT="bench/results/cuda"; fi
 fi
+# The interpreter: $PYTHON if given (the test suite passes its own), else the project's .venv, else python.
+if [ -z "${PYTHON:-}" ]; then
+    if [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; else PYTHON=python; fi
+fi
 mkdir -p "$OUT"
 rm -f "$OUT"/tests_*.xml
 if [ "$DRY" = 1 ]; then
@@ -33,7 +37,7 @@ if [ "$DRY" = 1 ]; then
     # Generous limits: the 8-minute budget is for the GPU machine, a shared CPU can be many times slower.
     TEST_TIMEOUT=600 OOM_TIMEOUT=300 BENCH_TIMEOUT=600
 else
-    if ! python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
+    if ! "$PYTHON" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
         echo "gpu_check.sh: no CUDA device visible to torch; use --dry-run on a CPU machine" >&2
         exit 2
     fi
@@ -44,12 +48,12 @@ fi
 status=0
 # 1. Every CUDA-marked test: degrade CPU/CUDA agreement (torch JPEG bit-exact vs the CPU path, which the
 #    CPU tests tie to OpenCV), training both stages in bf16 + channels_last + compile, fp16 scaler, upscale fp16.
-timeout "$TEST_TIMEOUT" python -m pytest -q -rs -p no:cacheprovider -m cuda tests --junitxml "$OUT/tests_cuda.xml" \
+timeout "$TEST_TIMEOUT" "$PYTHON" -m pytest -q -rs -p no:cacheprovider -m cuda tests --junitxml "$OUT/tests_cuda.xml" \
     || status=1
 # 2. The out-of-memory retry of upscale (simulated OOM: the same tests run on CPU in the normal suite).
-timeout "$OOM_TIMEOUT" python -m pytest -q -rs -p no:cacheprovider tests/pipelines/test_upscale.py -k oom \
+timeout "$OOM_TIMEOUT" "$PYTHON" -m pytest -q -rs -p no:cacheprovider tests/pipelines/test_upscale.py -k oom \
     --junitxml "$OUT/tests_oom.xml" || status=1
 # 3. Benchmarks (each section records its own error instead of stopping the others).
-timeout "$BENCH_TIMEOUT" python bench/gpu_check.py --out "$OUT" "${BENCH_ARGS[@]}" || status=1
+timeout "$BENCH_TIMEOUT" "$PYTHON" bench/gpu_check.py --out "$OUT" "${BENCH_ARGS[@]}" || status=1
 echo "gpu_check.sh: results in $OUT (exit $status)"
 exit "$status"

@@ -23,20 +23,23 @@ def kit(tmp_path, monkeypatch):
     monkeypatch.setattr(module, "STAMP", tmp_path / ".venv" / ".kit-stamp")
     monkeypatch.delenv("KIT_TORCH", raising=False)
     calls: list[list[str]] = []
+    envs: list[dict | None] = []
 
     def fake_create(self, env_dir):  # a venv without the cost: only the interpreter path must exist
         python = Path(env_dir) / "bin" / "python"
         python.parent.mkdir(parents=True)
         python.write_text("")
 
-    def fake_run(args, check=False, cwd=None):
+    def fake_run(args, check=False, cwd=None, env=None):
         calls.append([str(a) for a in args])
+        envs.append(env)
         return subprocess.CompletedProcess(args, 0)
 
     monkeypatch.setattr(module.venv.EnvBuilder, "create", fake_create)
     monkeypatch.setattr(module.subprocess, "run", fake_run)
     monkeypatch.setattr(module.os, "name", "posix")
     module.calls = calls
+    module.envs = envs
     return module
 
 
@@ -78,6 +81,9 @@ def test_dispatch_runs_cli_commands_and_pytest_in_the_environment(kit):
     assert kit.calls[-1][0] == str(kit.env_python())
     assert kit.main(["test", "-m", "not slow"]) == 0
     assert kit.calls[-1][1:] == ["-m", "pytest", "-q", "-m", "not slow"]
+    # run as if activated: `python` / `torchrun` started by name inside the tests are the environment's
+    path = kit.envs[-1]["PATH"].split(kit.os.pathsep)
+    assert path[0] == str(kit.env_python().parent) and kit.envs[-1]["VIRTUAL_ENV"] == str(kit.ENV_DIR)
 
 
 def test_readme_starts_with_the_two_kit_commands():

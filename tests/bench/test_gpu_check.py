@@ -18,7 +18,7 @@ import gpu_check  # noqa: E402
 
 @pytest.mark.slow
 def test_dry_run_runs_every_part_of_the_kit_and_writes_json_and_summary(tmp_path) -> None:
-    env = {**os.environ, "OMP_NUM_THREADS": "2", "PYTHONPATH": str(REPO_ROOT)}
+    env = {**os.environ, "OMP_NUM_THREADS": "2", "PYTHONPATH": str(REPO_ROOT), "PYTHON": sys.executable}
     result = subprocess.run(["bash", str(REPO_ROOT / "bench" / "gpu_check.sh"), "--dry-run", "--out", str(tmp_path)],
                             cwd=REPO_ROOT, capture_output=True, text=True, timeout=900, env=env)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
