@@ -78,7 +78,8 @@ def main(argv: list[str]) -> int:
         print(python)
         return 0
     # As if the environment were activated: tools the tests and commands start by name (python, torchrun) are its own.
-    env = {**os.environ, "VIRTUAL_ENV": str(ENV_DIR), "PATH": f"{python.parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    path = f"{python.parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    env = {**os.environ, "VIRTUAL_ENV": str(ENV_DIR), "PATH": path}
     if command == "test":  # from the repository root, where pytest finds its configuration and tests/
         return subprocess.run([str(python), "-m", "pytest", "-q", *rest], cwd=ROOT, env=env).returncode
     return subprocess.run([str(python), str(ROOT / "cli.py"), command, *rest], env=env).returncode
