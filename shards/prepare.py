@@ -115,10 +115,10 @@ class ShardConfig:
 
 @dataclass(frozen=True)
 class Progress:
-    """A progress snapshot passed to the progress callback after each source image."""
+    """A progress snapshot passed to the progress callback after each source image (each pair in `degrade`)."""
 
     images_done: int
-    images_total: int
+    images_total: int  # 0: not known (degrade without a manifest to count the input with)
     images_this_run: int
     samples: int
     shards: int

@@ -246,7 +246,7 @@ def make_pairs(cfg: PairConfig, progress: Callable[[Progress], None] | None = No
                     writer = None
                 save(index, folder.checkpoint() if folder else {}, False)
             if progress is not None:
-                progress(Progress(index, total or index, index - start, index, len(shards), 0,
+                progress(Progress(index, total or 0, index - start, index, len(shards), 0,
                                   time.monotonic() - t0))
         if writer is not None:
             shards.append(writer.finish().as_dict())

@@ -11,6 +11,7 @@ import itertools
 import socket
 from pathlib import Path
 
+from pipelines.common import progress_bar
 from shards.cluster import ClusterError, connect, retried_tasks
 from shards.write import ShardWriter, encode_json
 
@@ -71,7 +72,6 @@ def degrade_shard(cfg, urls: list[str], offsets: list[int] | None, index: int, s
 def pairs_on_cluster(cfg, urls: list[str], total: int | None, shards: list[dict], save) -> int:
     """Write the pair shards from len(shards) on; `save(index, done)` after each finished prefix; retried tasks."""
     from dask.distributed import KilledWorker, as_completed
-    from tqdm import tqdm
 
     if cfg.format != "shards":
         raise ClusterError("--scheduler writes --format shards only (folders would be one file per pair on every "
@@ -86,7 +86,7 @@ def pairs_on_cluster(cfg, urls: list[str], total: int | None, shards: list[dict]
         submitted = {client.submit(degrade_shard, cfg, urls, offsets, k, k * cfg.shard_size,
                                    min((k + 1) * cfg.shard_size, total), pure=False): k for k in range(done, n)}
         finished: dict[int, dict] = {}
-        with tqdm(total=n, initial=done, desc="writing pair shards", unit="shard") as bar:
+        with progress_bar(n, "writing pair shards", "shard", initial=done) as bar:
             for fut in as_completed(list(submitted)):
                 finished[submitted[fut]] = fut.result()
                 bar.update(1)
