@@ -19,20 +19,20 @@ from shards.write import ShardWriter, encode_json
 def input_offsets(spec, urls: list[str]) -> list[int] | None:
     """Sample count before each input shard (from the input folder's manifest), or None when unknown."""
     from shards.manifest import read_manifest
-    from shards.read import shard_name as url_name
+    from shards.read import url_file_name
 
     if not (isinstance(spec, str | Path) and Path(spec).is_dir()):
         return None
     counts = {e["name"]: int(e["samples"]) for e in read_manifest(Path(spec))["shards"]}
-    if any(url_name(u) not in counts for u in urls):
+    if any(url_file_name(u) not in counts for u in urls):
         return None
-    return list(itertools.accumulate([0, *(counts[url_name(u)] for u in urls[:-1])]))
+    return list(itertools.accumulate([0, *(counts[url_file_name(u)] for u in urls[:-1])]))
 
 
 def degrade_shard(cfg, urls: list[str], offsets: list[int] | None, index: int, start: int, end: int) -> dict:
     """Task: pairs start..end-1 (input samples in shard order) into output shard `index`; its manifest entry."""
     from pipelines.data_jobs.pairs import degrade_pair, pair_key, prepare_gt
-    from shards.stages import Problems, decode_image, shard_samples
+    from shards.stages import Problems, decode_sample, shard_samples
     from shards.write import encode_png
 
     folder = Path(cfg.out)
@@ -50,7 +50,7 @@ def degrade_shard(cfg, urls: list[str], offsets: list[int] | None, index: int, s
             pass
         i = start
         for sample in itertools.islice(samples, end - start):
-            rgb = decode_image(sample)
+            rgb = decode_sample(sample)
             if rgb is None:
                 raise RuntimeError(f"shard {sample.url}: cannot decode the image of sample {sample.key!r}")
             gt = prepare_gt(rgb, cfg.gt_size, cfg.degradation.scale)

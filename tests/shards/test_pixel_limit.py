@@ -183,4 +183,4 @@ def test_a_valid_14000_square_png_decodes():
     result = decode.decode_image(data)
     assert result.rgb.shape == (14000, 14000, 3) and result.notes == (decode.GRAY_EXPANDED,)
     with pytest.raises(PixelLimitExceeded):
-        stages.decode_image(stages.Sample("u", "k", data))  # far above a training sample's limit
+        stages.decode_sample(stages.Sample("u", "k", data))  # far above a training sample's limit
