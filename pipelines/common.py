@@ -20,7 +20,8 @@ if TYPE_CHECKING:
 
     from shards.prepare import Progress
 
-__all__ = ["resolve_degradation_config", "write_bytes_atomic", "write_image_atomic", "progress_bar", "SnapshotBar"]
+__all__ = ["resolve_degradation_config", "write_bytes_atomic", "write_image_atomic", "progress_bar", "is_terminal",
+           "SnapshotBar"]
 
 
 def resolve_degradation_config(path: Path | None = None, *, order: int | None = None, scale: int | None = None,
@@ -60,9 +61,14 @@ def progress_bar(total: int | None, desc: str, unit: str, *, initial: int = 0, e
     from tqdm import tqdm
 
     stream = sys.stderr if file is None else file
-    tty = bool(getattr(stream, "isatty", lambda: False)())
+    tty = is_terminal(stream)
     return tqdm(total=total, desc=desc, unit=unit, initial=initial, file=stream, disable=not enabled,
                 dynamic_ncols=tty, mininterval=0.1 if tty else LOG_INTERVAL_S)
+
+
+def is_terminal(stream: TextIO) -> bool:
+    """Whether ``stream`` is a terminal (redraw in place) rather than a log file or a pipe."""
+    return bool(getattr(stream, "isatty", lambda: False)())
 
 
 class SnapshotBar:

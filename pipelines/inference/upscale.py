@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from models.weights import describe_spec, load_generator
-from pipelines.common import progress_bar, write_image_atomic
+from pipelines.common import is_terminal, progress_bar, write_image_atomic
 from pipelines.inference import backends
 from pipelines.inference.tiling import default_overlap, upscale_rows, upscale_tensor
 
@@ -368,7 +368,7 @@ class UpscaleProgress:
 
     def __init__(self, total: int, stream: TextIO, enabled: bool = True) -> None:
         self.total, self.stream, self.enabled = total, stream, enabled
-        self.tty = bool(getattr(stream, "isatty", lambda: False)())  # a log file gets no line per tile
+        self.tty = is_terminal(stream)  # a log file gets no line per tile
         self.bar = progress_bar(total, "upscale", "image", enabled=enabled, file=stream)
         self.done, self.name = 0, ""
 
