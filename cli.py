@@ -121,6 +121,9 @@ def main() -> None:
 @click.option("--encoding", type=click.Choice(["png", "npy"]), default="png", show_default=True,
               help="Patch format: png (smallest) or npy (raw uint8: ~1.7x the bytes, several times faster to load).")
 @click.option("--workers", default=0, show_default=True, help="Worker processes (0: all cores).")
+@click.option("--max-pixels", type=int, metavar="N",
+              help="Sources whose header declares more than N pixels are skipped as too_large, never decoded "
+                   "[default: 268435456 = 16384x16384].")
 @click.option("--overwrite", is_flag=True, help="Replace shards made with another configuration.")
 @click.option("--verify", type=click.Choice(["sha256", "size"]), default="sha256", show_default=True,
               help="How finished shards are checked when resuming.")
@@ -128,8 +131,8 @@ def main() -> None:
               help="Run on a Dask cluster (one task per shard; --out on shared storage). Needs .[dist].")
 def shard(src: str, root: Path, out: Path, name: str, crop_size: int, step: int, thresh: int, min_size: int,
           multiscale: str, no_multiscale: bool, scales: str, shortest_edge: int, keep_original: bool,
-          shard_size: int, png_level: int, encoding: str, workers: int, overwrite: bool, verify: str,
-          scheduler: str) -> None:
+          shard_size: int, png_level: int, encoding: str, workers: int, max_pixels: int, overwrite: bool,
+          verify: str, scheduler: str) -> None:
     """Cut HR images into WebDataset tar shards of PNG patches (resumable; see README)."""
     from pipelines.data_jobs.shard_job import run_shard
     from shards.crop import CropConfig
@@ -143,7 +146,7 @@ def shard(src: str, root: Path, out: Path, name: str, crop_size: int, step: int,
             multiscale="none" if no_multiscale else multiscale,
             variants=MultiscaleConfig(parse_scales(scales), shortest_edge, keep_original),
             shard_size=shard_size, png_level=png_level, workers=workers, overwrite=overwrite, verify=verify,
-            encoding=encoding, scheduler=scheduler,
+            encoding=encoding, scheduler=scheduler, **({} if max_pixels is None else {"max_pixels": max_pixels}),
         )
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from exc

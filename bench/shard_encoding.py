@@ -4,7 +4,7 @@ The same synthetic DIV2K-layout dataset as bench/shards.py (N 800x600 images cut
 default multiscale + 400/200 crops) is sharded once per encoding (png, npy). Then, alternating the
 encodings in every round (the machine's load drifts) and keeping the median:
 
-* `decode`: decode_image over every sample already in memory (the codec alone);
+* `decode`: decode_sample over every sample already in memory (the codec alone);
 * `stream`: ShardStream with num_workers=0, i.e. one process on one core: tar read, decode, pad/crop to
   400, flip, float conversion, batching; patches/s per core.
 
@@ -30,7 +30,7 @@ sys.path.insert(0, str(REPO))
 from shards import stages  # noqa: E402
 from shards.prepare import ShardConfig, prepare_shards  # noqa: E402
 from shards.read import LoaderConfig, ShardStream, resolve_shards  # noqa: E402
-from shards.stages import Problems, decode_image, shard_samples  # noqa: E402
+from shards.stages import Problems, decode_sample, shard_samples  # noqa: E402
 
 ENCODINGS = ("png", "npy")
 
@@ -38,7 +38,7 @@ ENCODINGS = ("png", "npy")
 def decode_rate(samples: list) -> float:
     t = time.perf_counter()
     for s in samples:
-        decode_image(s)
+        decode_sample(s)
     return len(samples) / (time.perf_counter() - t)
 
 

@@ -155,7 +155,7 @@ def run(cfg, files: list[SourceFile], duplicates: dict[int, str], done_shards: i
     from dask.distributed import KilledWorker, as_completed
     from tqdm import tqdm
 
-    plan = PatchPlan(cfg.crop, cfg.variants, cfg.png_level, cfg.encoding)
+    plan = PatchPlan(cfg.crop, cfg.variants, cfg.png_level, cfg.encoding, cfg.max_pixels)
     client, cluster = connect(cfg.scheduler)
     keys: list[str] = []
     try:

@@ -70,7 +70,7 @@ def crop_starts(length: int, crop: int, step: int, thresh: int) -> list[int]:
     return starts
 
 
-def axis_windows(length: int, cfg: CropConfig) -> list[tuple[int, int]]:
+def crop_windows(length: int, cfg: CropConfig) -> list[tuple[int, int]]:
     """(start, size) windows along one axis, including the keep-whole rule for short axes."""
     if length >= cfg.crop_size:
         return [(s, cfg.crop_size) for s in crop_starts(length, cfg.crop_size, cfg.step, cfg.thresh)]
@@ -88,6 +88,6 @@ def crop_boxes(height: int, width: int, cfg: CropConfig) -> list[Box]:
         >>> [(b.top, b.left) for b in crop_boxes(600, 500, CropConfig(400, 200, 0, 256))]
         [(0, 0), (0, 100), (200, 0), (200, 100)]
     """
-    rows = axis_windows(height, cfg)
-    cols = axis_windows(width, cfg)
+    rows = crop_windows(height, cfg)
+    cols = crop_windows(width, cfg)
     return [Box(top, left, h, w) for (top, h), (left, w) in itertools.product(rows, cols)]

@@ -106,5 +106,10 @@ def declared_size(data: bytes) -> tuple[int, int] | None:
 def check_pixels(width: int, height: int, limit: int, what: str = "image") -> None:
     """PixelLimitExceeded when width * height exceeds ``limit`` (0 or less: no limit)."""
     if limit > 0 and width * height > limit:
-        raise PixelLimitExceeded(f"{what} is {width}x{height} = {width * height / 1e6:.1f} Mpx, above the "
-                                 f"limit of {limit / 1e6:.1f} Mpx (max_pixels); raise the limit if it is genuine")
+        raise PixelLimitExceeded(f"{what} is {width}x{height} = {_amount(width * height)}, above the "
+                                 f"limit of {_amount(limit)} (max_pixels); raise the limit if it is genuine")
+
+
+def _amount(pixels: int) -> str:
+    """Mpx with one decimal where that is exact enough, the count itself for small limits (a test's, a user's)."""
+    return f"{pixels / 1e6:.1f} Mpx" if pixels >= 10**6 else f"{pixels:,} pixels"

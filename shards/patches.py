@@ -24,6 +24,7 @@ from pathlib import Path
 
 from shards import decode
 from shards.crop import Box, CropConfig, crop_boxes
+from shards.imagesize import MAX_SOURCE_PIXELS
 from shards.multiscale import ORIGINAL_ONLY, MultiscaleConfig, Variant, plan_variants, render_variant
 from shards.sources import SourceFile, read_regular_file
 from shards.write import encode_json, encode_patch
@@ -39,6 +40,7 @@ class PatchPlan:
     variants: MultiscaleConfig
     png_level: int
     encoding: str = "png"  # one of shards.write.SAMPLE_ENCODINGS
+    max_pixels: int = MAX_SOURCE_PIXELS  # a source declaring more is skipped as too_large, never decoded
 
 
 @dataclass
@@ -70,7 +72,7 @@ class OpenedImage:
 def open_image(src: SourceFile, plan: PatchPlan) -> tuple[ImageResult, OpenedImage | None]:
     """Decode one source and plan its patches; (result with the skip reason, None) when unusable."""
     try:
-        img = decode.decode_image(read_regular_file(src.path))
+        img = decode.decode_image(read_regular_file(src.path), plan.max_pixels)
     except decode.ImageSkipped as exc:
         return ImageResult(skip=(exc.kind, exc.detail)), None
     except Exception as exc:  # noqa: BLE001 - a bad input must never stop the job

@@ -35,6 +35,7 @@ from joblib.externals.loky import get_reusable_executor
 
 from shards import decode
 from shards.crop import CropConfig
+from shards.imagesize import MAX_SOURCE_PIXELS
 from shards.manifest import (
     FORMAT,
     MANIFEST_NAME,
@@ -81,6 +82,7 @@ class ShardConfig:
     verify: str = "sha256"  # how finished shards are checked on resume: "sha256" or "size"
     scheduler: str = ""  # "" = joblib on this machine; "tcp://HOST:PORT" or "local:N" = Dask (shards.cluster)
     encoding: str = "png"  # patch member format: "png" (lossless, smallest) or "npy" (raw uint8, fastest to read)
+    max_pixels: int = MAX_SOURCE_PIXELS  # sources declaring more pixels are skipped as too_large, undecoded
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
@@ -95,6 +97,9 @@ class ShardConfig:
             raise ValueError(f"workers must be >= 0 (0 = all cores), got {self.workers}")
         if self.encoding not in SAMPLE_ENCODINGS:
             raise ValueError(f"encoding must be one of {SAMPLE_ENCODINGS}, got {self.encoding!r}")
+        if self.max_pixels < 1:
+            raise ValueError(f"max_pixels must be >= 1 (pixels per source image; the default is "
+                             f"{MAX_SOURCE_PIXELS} = 16384x16384), got {self.max_pixels}")
         if self.verify not in ("sha256", "size"):
             raise ValueError(f"verify must be 'sha256' or 'size', got {self.verify!r}")
 
@@ -110,15 +115,17 @@ class ShardConfig:
             "png_level": self.png_level,
             # Only when not PNG, so manifests made before encodings existed still match (absent = png).
             **({"encoding": self.encoding} if self.encoding != "png" else {}),
+            # Which sources are used (and so the shard bytes) depends on it; absent = the default, as above.
+            **({"max_pixels": self.max_pixels} if self.max_pixels != MAX_SOURCE_PIXELS else {}),
         }
 
 
 @dataclass(frozen=True)
 class Progress:
-    """A progress snapshot passed to the progress callback after each source image."""
+    """A progress snapshot passed to the progress callback after each source image (each pair in `degrade`)."""
 
     images_done: int
-    images_total: int
+    images_total: int  # 0: not known (degrade without a manifest to count the input with)
     images_this_run: int
     samples: int
     shards: int
@@ -388,7 +395,7 @@ def prepare_shards(cfg: ShardConfig, progress: Callable[[Progress], None] | None
         from shards.cluster import prepare_on_cluster
 
         return prepare_on_cluster(cfg, files, state, old, save, t0)
-    plan = PatchPlan(cfg.crop, cfg.variants, cfg.png_level, cfg.encoding)
+    plan = PatchPlan(cfg.crop, cfg.variants, cfg.png_level, cfg.encoding, cfg.max_pixels)
     workers = cfg.workers or joblib.cpu_count()
     writer: ShardWriter | None = None
     start_image, start_patch = state.cursor

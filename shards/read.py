@@ -116,7 +116,7 @@ def _expand(spec: str | Sequence[str]) -> list[str]:
     return [url for item in items for url in braceexpand(str(item))]
 
 
-def shard_name(url: str) -> str:
+def url_file_name(url: str) -> str:
     """The file name of a shard inside a path or URL (also inside a `pipe:` command line)."""
     names = re.findall(r"[^/\s]+\.tar(?:\.gz)?", url)
     return names[-1] if names else url.rstrip("/").split("/")[-1]
@@ -124,10 +124,10 @@ def shard_name(url: str) -> str:
 
 def _counts_from(manifest_path: Path, urls: list[str]) -> int:
     listed = {e["name"]: int(e["samples"]) for e in read_manifest(manifest_path)["shards"]}
-    missing = [u for u in urls if shard_name(u) not in listed]
+    missing = [u for u in urls if url_file_name(u) not in listed]
     if missing:
         raise ValueError(f"{manifest_path} does not list {missing[0]} (and {len(missing) - 1} more)")
-    return sum(listed[shard_name(u)] for u in urls)
+    return sum(listed[url_file_name(u)] for u in urls)
 
 
 def resolve_shards(spec: str | Sequence[str], manifest: str | None = None,

@@ -170,7 +170,7 @@ def decode_npy(data: bytes) -> np.ndarray | None:
     return np.frombuffer(data, np.uint8, offset=offset).reshape(shape).copy()  # writable, like OpenCV's
 
 
-def decode_image(sample: Sample, max_pixels: int = MAX_SAMPLE_PIXELS) -> np.ndarray | None:
+def decode_sample(sample: Sample, max_pixels: int = MAX_SAMPLE_PIXELS) -> np.ndarray | None:
     """HWC uint8 RGB pixels of a sample (OpenCV; raw `.npy` by its header), or None if it cannot be decoded.
 
     Raises PixelLimitExceeded, before decoding, when the header declares more than ``max_pixels``.
@@ -233,7 +233,7 @@ def gt_batches(samples: Iterator[Sample], n_batches: int, batch_size: int, aug_r
         keys: list[str] = []
         for sample in samples:
             try:
-                img = decode_image(sample, max_pixels)
+                img = decode_sample(sample, max_pixels)
             except PixelLimitExceeded as exc:  # a decompression bomb: a bad sample, never decoded
                 problems.report("sample", sample.url, str(exc))
                 continue

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -238,9 +237,9 @@ def _simulate(hr: torch.Tensor, config: DegradationConfig, seed: int) -> dict[st
 
 
 def _progress(total: int, enabled: bool):
-    from tqdm import tqdm
+    from pipelines.common import progress_bar
 
-    return tqdm(total=total, desc="calibrate", unit="sim", file=sys.stderr, disable=not enabled)
+    return progress_bar(total, "calibrate", "sim", enabled=enabled)
 
 
 def fit(target: dict[str, np.ndarray], hr: torch.Tensor, base: DegradationConfig, budget: int, seed: int,

@@ -1,4 +1,4 @@
-"""The offline `degrade` job as the command line runs it: progress line, summary, clean errors.
+"""The offline `degrade` job as the command line runs it: progress bar, summary, clean errors.
 
 The work itself is `pipelines.data_jobs.pairs.make_pairs`; this module only reports on it.
 """
@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import click
 
+from pipelines.common import SnapshotBar
 from pipelines.data_jobs.pairs import PairConfig, PairReport, make_pairs
-from pipelines.data_jobs.shard_job import ProgressLine
 from shards.atomic import FolderBusy, folder_lock
 from shards.cluster import ClusterError
 from shards.manifest import ManifestError
@@ -17,8 +17,8 @@ from shards.stages import ShardReadError
 
 
 def run_degrade(cfg: PairConfig) -> PairReport:
-    """Make degraded pairs with a progress line and print a summary; user errors become ClickException."""
-    bar = ProgressLine(unit="pairs")
+    """Make degraded pairs with a progress bar and print a summary; user errors become ClickException."""
+    bar = SnapshotBar("degrade", "pair")
     try:
         with folder_lock(cfg.out, "degrade job"):
             report = make_pairs(cfg, progress=bar)

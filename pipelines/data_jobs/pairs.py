@@ -41,7 +41,7 @@ from shards.atomic import write_bytes_atomic
 from shards.manifest import FORMAT, MANIFEST_NAME, VERSION, digest, read_manifest, verify_shard, write_manifest
 from shards.prepare import Progress, ShardJobError
 from shards.read import resolve_shards
-from shards.stages import Problems, decode_image, shard_samples
+from shards.stages import Problems, decode_sample, shard_samples
 from shards.write import ShardWriter, encode_json, encode_png
 
 FORMATS = ("shards", "folders")
@@ -225,7 +225,7 @@ def make_pairs(cfg: PairConfig, progress: Callable[[Progress], None] | None = No
         for sample in samples:
             if cfg.count is not None and index >= cfg.count:
                 break
-            rgb = decode_image(sample)
+            rgb = decode_sample(sample)
             if rgb is None:
                 raise ShardJobError(f"shard {sample.url}: cannot decode the image of sample {sample.key!r}")
             gt = prepare_gt(rgb, cfg.gt_size, cfg.degradation.scale)
@@ -246,7 +246,7 @@ def make_pairs(cfg: PairConfig, progress: Callable[[Progress], None] | None = No
                     writer = None
                 save(index, folder.checkpoint() if folder else {}, False)
             if progress is not None:
-                progress(Progress(index, total or index, index - start, index, len(shards), 0,
+                progress(Progress(index, total or 0, index - start, index, len(shards), 0,
                                   time.monotonic() - t0))
         if writer is not None:
             shards.append(writer.finish().as_dict())

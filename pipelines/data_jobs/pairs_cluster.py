@@ -11,6 +11,7 @@ import itertools
 import socket
 from pathlib import Path
 
+from pipelines.common import progress_bar
 from shards.cluster import ClusterError, connect, retried_tasks
 from shards.write import ShardWriter, encode_json
 
@@ -18,20 +19,20 @@ from shards.write import ShardWriter, encode_json
 def input_offsets(spec, urls: list[str]) -> list[int] | None:
     """Sample count before each input shard (from the input folder's manifest), or None when unknown."""
     from shards.manifest import read_manifest
-    from shards.read import shard_name as url_name
+    from shards.read import url_file_name
 
     if not (isinstance(spec, str | Path) and Path(spec).is_dir()):
         return None
     counts = {e["name"]: int(e["samples"]) for e in read_manifest(Path(spec))["shards"]}
-    if any(url_name(u) not in counts for u in urls):
+    if any(url_file_name(u) not in counts for u in urls):
         return None
-    return list(itertools.accumulate([0, *(counts[url_name(u)] for u in urls[:-1])]))
+    return list(itertools.accumulate([0, *(counts[url_file_name(u)] for u in urls[:-1])]))
 
 
 def degrade_shard(cfg, urls: list[str], offsets: list[int] | None, index: int, start: int, end: int) -> dict:
     """Task: pairs start..end-1 (input samples in shard order) into output shard `index`; its manifest entry."""
     from pipelines.data_jobs.pairs import degrade_pair, pair_key, prepare_gt
-    from shards.stages import Problems, decode_image, shard_samples
+    from shards.stages import Problems, decode_sample, shard_samples
     from shards.write import encode_png
 
     folder = Path(cfg.out)
@@ -49,7 +50,7 @@ def degrade_shard(cfg, urls: list[str], offsets: list[int] | None, index: int, s
             pass
         i = start
         for sample in itertools.islice(samples, end - start):
-            rgb = decode_image(sample)
+            rgb = decode_sample(sample)
             if rgb is None:
                 raise RuntimeError(f"shard {sample.url}: cannot decode the image of sample {sample.key!r}")
             gt = prepare_gt(rgb, cfg.gt_size, cfg.degradation.scale)
@@ -71,7 +72,6 @@ def degrade_shard(cfg, urls: list[str], offsets: list[int] | None, index: int, s
 def pairs_on_cluster(cfg, urls: list[str], total: int | None, shards: list[dict], save) -> int:
     """Write the pair shards from len(shards) on; `save(index, done)` after each finished prefix; retried tasks."""
     from dask.distributed import KilledWorker, as_completed
-    from tqdm import tqdm
 
     if cfg.format != "shards":
         raise ClusterError("--scheduler writes --format shards only (folders would be one file per pair on every "
@@ -86,7 +86,7 @@ def pairs_on_cluster(cfg, urls: list[str], total: int | None, shards: list[dict]
         submitted = {client.submit(degrade_shard, cfg, urls, offsets, k, k * cfg.shard_size,
                                    min((k + 1) * cfg.shard_size, total), pure=False): k for k in range(done, n)}
         finished: dict[int, dict] = {}
-        with tqdm(total=n, initial=done, desc="writing pair shards", unit="shard") as bar:
+        with progress_bar(n, "writing pair shards", "shard", initial=done) as bar:
             for fut in as_completed(list(submitted)):
                 finished[submitted[fut]] = fut.result()
                 bar.update(1)

@@ -71,7 +71,7 @@ def load_rgb(path: Path) -> np.ndarray:
         raise ValueError(f"{path}: not a readable image ({error.kind}: {error.detail})") from error
 
 
-def gt_patch(rgb: np.ndarray, size: int) -> torch.Tensor:
+def centre_crop_tensor(rgb: np.ndarray, size: int) -> torch.Tensor:
     """Centre crop to size×size, reflect-101 padding bottom/right when smaller; (1, 3, size, size) float."""
     h, w = rgb.shape[:2]
     pad_h, pad_w = max(0, size - h), max(0, size - w)
@@ -173,7 +173,7 @@ def preview_degradations(cfg: PreviewConfig) -> PreviewResult:
     rows: list[list[np.ndarray]] = []
     records = []
     for path, rgb in photos:
-        gt = gt_patch(rgb, cfg.gt_size)
+        gt = centre_crop_tensor(rgb, cfg.gt_size)
         source = degrade.usm_sharpen(gt) if cfg.usm else gt
         gt_tile = _tile(_to_uint8(gt), side, [f"{rgb.shape[1]}x{rgb.shape[0]} source", "USM-sharpened input" if cfg.usm
                                               else "unsharpened input"], f"GT {path.name}")

@@ -5,16 +5,13 @@ The work itself is `shards.prepare.prepare_shards`; this module only reports on 
 
 from __future__ import annotations
 
-import sys
-import time
-from typing import TextIO
-
 import click
 
+from pipelines.common import SnapshotBar
 from shards.atomic import FolderBusy, folder_lock
 from shards.cluster import ClusterError
 from shards.decode import ALPHA_DROPPED, CONVERTED_16BIT, EXIF_ORIENTED, GRAY_EXPANDED
-from shards.prepare import PrepareReport, Progress, ShardConfig, ShardJobError, prepare_shards
+from shards.prepare import PrepareReport, ShardConfig, ShardJobError, prepare_shards
 from shards.sources import SourceNotFound
 
 _NOTE_NAMES = {CONVERTED_16BIT: "16-bit->8-bit", GRAY_EXPANDED: "gray->RGB", ALPHA_DROPPED: "alpha dropped",
@@ -24,37 +21,6 @@ _NOTE_NAMES = {CONVERTED_16BIT: "16-bit->8-bit", GRAY_EXPANDED: "gray->RGB", ALP
 def _clock(seconds: float) -> str:
     seconds = int(max(seconds, 0))
     return f"{seconds // 3600:d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
-
-
-class ProgressLine:
-    """One status line on a terminal (redrawn), or a line every `every_s` seconds in a log file."""
-
-    def __init__(self, stream: TextIO = sys.stderr, every_s: float = 30.0, unit: str = "images") -> None:
-        self.stream, self.every_s, self.unit = stream, every_s, unit
-        self.tty = stream.isatty()
-        self._last = 0.0
-        self._text = ""
-
-    def __call__(self, p: Progress) -> None:
-        rate = p.images_this_run / p.elapsed_s if p.elapsed_s > 0 else 0.0
-        left = p.images_total - p.images_done
-        eta = _clock(left / rate) if rate > 0 else "?"
-        pct = 100.0 * p.images_done / max(p.images_total, 1)
-        self._text = (f"{self.unit} {p.images_done}/{p.images_total} ({pct:.0f}%) | samples {p.samples:,} | "
-                      f"shards {p.shards} | skipped {p.skipped} | {rate:.1f} {self.unit}/s | ETA {eta}")
-        now = time.monotonic()
-        if self.tty:
-            self.stream.write("\r" + self._text)
-            self.stream.flush()
-        elif now - self._last >= self.every_s or p.images_done == p.images_total:
-            self._last = now
-            self.stream.write(self._text + "\n")
-            self.stream.flush()
-
-    def close(self) -> None:
-        if self.tty and self._text:
-            self.stream.write("\n")
-            self.stream.flush()
 
 
 def summary(report: PrepareReport) -> str:
@@ -88,8 +54,8 @@ def summary(report: PrepareReport) -> str:
 
 
 def run_shard(cfg: ShardConfig) -> PrepareReport:
-    """Run the shard job with a progress line and print the summary; user errors become ClickException."""
-    bar = ProgressLine()
+    """Run the shard job with a progress bar and print the summary; user errors become ClickException."""
+    bar = SnapshotBar("shard", "image")
     try:
         with folder_lock(cfg.out, "shard job"):  # two jobs on one --out would interleave their shards
             report = prepare_shards(cfg, progress=bar)

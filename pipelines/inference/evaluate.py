@@ -23,7 +23,7 @@ from typing import TextIO
 import numpy as np
 import torch
 
-from pipelines.common import write_bytes_atomic
+from pipelines.common import progress_bar, write_bytes_atomic
 from pipelines.inference.evaluate_report import comparison_sheet, markdown_table, pick_crop
 from pipelines.inference.quality import matlab_imresize, niqe, psnr, ssim
 from pipelines.inference.tiling import default_overlap
@@ -192,8 +192,6 @@ def _check_out(config: EvaluateConfig) -> None:
 
 def evaluate(config: EvaluateConfig, stream: TextIO | None = None) -> EvaluateSummary:
     """Run every method on every image of every set; write the report files; return the summary."""
-    from tqdm import tqdm
-
     stream = sys.stderr if stream is None else stream
     _check_out(config)
     device = resolve_device(config.device, False)
@@ -226,7 +224,7 @@ def evaluate(config: EvaluateConfig, stream: TextIO | None = None) -> EvaluateSu
     skipped: list[dict] = []
     sheet_rows: dict[str, list] = {name: [] for name in set_names}
     started = time.perf_counter()
-    bar = tqdm(total=len(jobs) * len(methods), file=stream, disable=not config.progress, unit="output")
+    bar = progress_bar(len(jobs) * len(methods), "evaluate", "output", enabled=config.progress, file=stream)
     for s, path in jobs:
         set_name = set_names[s]
         try:

@@ -88,7 +88,7 @@ class ExportReport:
         return out
 
 
-def _check_input(model: nn.Module, size: tuple[int, int] | None) -> torch.Tensor:
+def _check_input(size: tuple[int, int] | None) -> torch.Tensor:
     h, w = size or (CHECK_SIZE, CHECK_SIZE + 8)
     return torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(0))
 
@@ -131,7 +131,7 @@ def onnx_bytes(model: nn.Module, fp16: bool = False, static: tuple[int, int] | N
     except ModuleNotFoundError as err:
         raise ModuleNotFoundError("ONNX export needs the onnx package: pip install -e \".[onnx]\"") from err
     model = unwrap_model(model).eval()
-    dummy = _check_input(model, static)
+    dummy = _check_input(static)
     dynamic = None if static else {"input": {0: "batch", 2: "height", 3: "width"},
                                    "output": {0: "batch", 2: "out_height", 3: "out_width"}}
     buffer = io.BytesIO()
@@ -226,7 +226,7 @@ def _targets(config: ExportConfig) -> list[Path]:
 def _check(config: ExportConfig, model: nn.Module, written: list[Path]) -> tuple[float | None, str]:
     if not config.check:
         return None, "skipped (--no-check)"
-    x = _check_input(model, config.static)
+    x = _check_input(config.static)
     expected = _torch_out(model, x)
     if config.to == "onnx":
         if importlib.util.find_spec("onnxruntime") is None:

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from models.weights import describe_spec, load_generator
-from pipelines.common import write_image_atomic
+from pipelines.common import is_terminal, progress_bar, write_image_atomic
 from pipelines.inference import backends
 from pipelines.inference.tiling import default_overlap, upscale_rows, upscale_tensor
 
@@ -362,44 +362,37 @@ def collect_inputs(inputs: tuple[Path, ...], out: Path, recursive: bool) -> list
 # ---------------------------------------------------------------- progress and the run
 
 
-class Progress:
-    """One status line on a terminal (images done, tiles of the current image); plain lines otherwise."""
+class UpscaleProgress:
+    """The images bar (`pipelines.common.progress_bar`) with the current image and its tiles after it; one line per
+    finished image above it. Off (``enabled`` False): only the lines given with ``always`` (failures, kept)."""
 
     def __init__(self, total: int, stream: TextIO, enabled: bool = True) -> None:
         self.total, self.stream, self.enabled = total, stream, enabled
-        self.tty = enabled and hasattr(stream, "isatty") and stream.isatty()
-        self.done, self.name, self.status = 0, "", ""
-
-    def _draw(self) -> None:
-        if self.tty:
-            filled = int(20 * self.done / max(1, self.total))
-            text = f"[{'#' * filled}{'.' * (20 - filled)}] {self.done}/{self.total} {self.name} {self.status}"
-            self.stream.write("\r\033[K" + text[:150])
-            self.stream.flush()
+        self.tty = is_terminal(stream)  # a log file gets no line per tile
+        self.bar = progress_bar(total, "upscale", "image", enabled=enabled, file=stream)
+        self.done, self.name = 0, ""
 
     def start(self, name: str) -> None:
-        self.name, self.status = name, ""
-        self._draw()
+        self.name = name
+        self.bar.set_postfix_str(name, refresh=self.tty)
 
     def tiles(self, done: int, total: int) -> None:
-        self.status = f"tiles {done}/{total}"
-        self._draw()
+        self.bar.set_postfix_str(f"{self.name} tiles {done}/{total}", refresh=self.tty)
 
     def finish(self, text: str, always: bool = False) -> None:
         self.done += 1
         self.message(f"[{self.done}/{self.total}] {text}", always)
+        self.bar.update(1)
+        if self.tty:  # an image takes seconds: show its count now, not at the next tile
+            self.bar.refresh()
 
     def message(self, text: str, always: bool = False) -> None:
-        """Print a line above the status line (``always``: even when progress output is off)."""
+        """Print a line above the bar (``always``: even when progress output is off)."""
         if self.enabled or always:
-            self.stream.write(("\r\033[K" if self.tty else "") + text + "\n")
-            self.stream.flush()
-            self._draw()
+            self.bar.write(text, file=self.stream)
 
     def close(self) -> None:
-        if self.tty:
-            self.stream.write("\r\033[K")
-            self.stream.flush()
+        self.bar.close()
 
 
 def upscale_files(config: UpscaleConfig, stream: TextIO | None = None,
@@ -424,7 +417,7 @@ def upscale_files(config: UpscaleConfig, stream: TextIO | None = None,
     model = _build_backend(config, stream, model)
     overlap = default_overlap(model, config.tile) if config.tile_overlap is None else config.tile_overlap
     state = TileState(config.tile, overlap, config.tile_batch, config.pre_pad)
-    summary, progress, claimed = UpscaleSummary(), Progress(len(jobs), stream, config.progress), {}
+    summary, progress, claimed = UpscaleSummary(), UpscaleProgress(len(jobs), stream, config.progress), {}
     started = time.perf_counter()
     for path, subfolder in jobs:
         progress.start(path.name)
@@ -478,7 +471,7 @@ def _build_backend(config: UpscaleConfig, stream: TextIO, model: nn.Module | Non
 
 
 def _upscale_one(model: nn.Module, path: Path, subfolder: Path, config: UpscaleConfig, state: TileState,
-                 claimed: dict[Path, Path], progress: Progress) -> Path:
+                 claimed: dict[Path, Path], progress: UpscaleProgress) -> Path:
     if not path.is_file():
         raise ValueError(f"{path}: no such file" if not path.exists() else f"{path}: not a file")
     image = read_image(path)

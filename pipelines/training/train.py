@@ -117,7 +117,7 @@ def _gather(obj, info: DistInfo) -> list:
     return out
 
 
-def _build_models(cfg: TrainConfig, device: torch.device):
+def _build_models(cfg: TrainConfig):
     init = torch.Generator().manual_seed(_seed(cfg.seed, 0))  # same on every rank
     net = cfg.network
     net_g = RRDBNet(3, 3, cfg.scale, net.num_feat, net.num_block, net.num_grow_ch, generator=init) \
@@ -241,7 +241,7 @@ def _build_run(cfg: TrainConfig, info: DistInfo, resume: bool, log, overwrite: b
                          rank=info.rank, world_size=info.world_size)
     perceptual = _perceptual(cfg, dev)
     val_pairs = read_pairs(cfg.val_shards, cfg.val_max_images) if cfg.val_shards and info.is_main else []
-    net_g, net_d = _build_models(cfg, dev)
+    net_g, net_d = _build_models(cfg)
     checkpoint = _find_checkpoint(run_dir, cfg, log) if resume else None
     if checkpoint is None:
         _init_weights(cfg, net_g, log)
@@ -300,7 +300,7 @@ def _loop(run: _Run, stop_at: int | None, log) -> TrainResult:
             if it % cfg.checkpoint_every == 0 or it == end or stop_now:
                 last_path = _save(run, it, log)
             if it % cfg.val_every == 0 or it == cfg.total_iter:
-                _run_validation(run, it, log)
+                _run_validation(run, it)
             if stop_now:
                 interrupted = True
                 log(f"interrupted at iteration {it}: checkpoint written, continue with --resume")
@@ -393,7 +393,7 @@ def _best_iteration(run: _Run) -> int | None:
     return best_validated_iteration(run.run_dir / "metrics.jsonl")
 
 
-def _run_validation(run: _Run, iteration: int, log) -> None:
+def _run_validation(run: _Run, iteration: int) -> None:
     """PSNR/SSIM/NIQE on the validation pairs (and NIQE on val_lq), best-checkpoint export, curves: val_quality."""
     if run.tracker is not None and (run.val_pairs or run.tracker.enabled):
         run.tracker.run(iteration, run.step.ema.module, run.step.net_g, run.val_pairs, run.cfg.scale, run.info.device)

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 import degrade
 from cli import main
-from pipelines.data_jobs.preview import caption_lines, gt_patch, load_rgb
+from pipelines.data_jobs.preview import caption_lines, centre_crop_tensor, load_rgb
 from tests.conftest import SAMPLES_DIR
 
 
@@ -29,7 +29,7 @@ def test_preview_is_deterministic_and_records_replay(tmp_path):
     document = json.loads((tmp_path / "a" / "records.json").read_text())
     assert [s["index"] for s in document["samples"]] == [0, 1]
     config = degrade.DegradationConfig.from_dict(document["config"])
-    gt = degrade.usm_sharpen(gt_patch(load_rgb(SAMPLES_DIR / "chelsea.png"), 64))
+    gt = degrade.usm_sharpen(centre_crop_tensor(load_rgb(SAMPLES_DIR / "chelsea.png"), 64))
     # Replaying the first record reproduces the first draw of the same seed.
     params = degrade.DegradationParams.from_records([document["samples"][0]["record"]])
     expected_params = degrade.sample_params(config, 1, torch.Generator().manual_seed(5))

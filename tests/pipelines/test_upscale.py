@@ -520,19 +520,21 @@ class _Tty(_Sink):
 
 def test_progress_on_a_terminal_shows_images_and_tiles() -> None:
     stream = _Tty()
-    progress = up.Progress(2, stream)
+    progress = up.UpscaleProgress(2, stream)
     progress.start("a.png")
     progress.tiles(3, 8)
-    assert stream.text.endswith("[....................] 0/2 a.png tiles 3/8")
+    last = stream.text.split("\r")[-1]  # the bar as last drawn
+    assert last.startswith("upscale:   0%") and "| 0/2 " in last and last.rstrip().endswith(", a.png tiles 3/8]")
     progress.finish("a.png -> out/a_out.png")
-    assert "\r\033[K[1/2] a.png -> out/a_out.png\n" in stream.text
-    assert stream.text.endswith("[##########..........] 1/2 a.png tiles 3/8")
+    assert "[1/2] a.png -> out/a_out.png\n" in stream.text
+    last = stream.text.split("\r")[-1]
+    assert last.startswith("upscale:  50%") and "| 1/2 " in last and last.rstrip().endswith(", a.png tiles 3/8]")
     progress.close()
-    assert stream.text.endswith("\r\033[K")
+    assert stream.text.endswith("\n")  # the finished bar stays, the shell prompt starts on its own line
     quiet = _Tty()
-    up.Progress(2, quiet, enabled=False).finish("x")
+    up.UpscaleProgress(2, quiet, enabled=False).finish("x")
     assert quiet.text == ""
-    up.Progress(2, quiet, enabled=False).finish("FAILED y", always=True)  # failures are always reported
+    up.UpscaleProgress(2, quiet, enabled=False).finish("FAILED y", always=True)  # failures are always reported
     assert quiet.text == "[1/2] FAILED y\n"
 
 

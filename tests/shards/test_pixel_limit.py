@@ -74,6 +74,58 @@ def test_the_source_limit_is_configurable():
     assert decode.decode_image(small, max_pixels=0).rgb.shape == (30, 40, 3)  # 0: no limit
 
 
+def test_shard_max_pixels_skips_larger_sources_as_too_large_and_a_higher_limit_admits_them(make_tree, tmp_path):
+    from click.testing import CliRunner
+
+    from cli import main
+    from shards.crop import CropConfig, crop_boxes
+    from shards.manifest import read_manifest
+
+    root = make_tree({"photos/a.png": (120, 160), "photos/b.png": (200, 240), "photos/c.png": (128, 128)})
+    base = ["shard", "--src", "photos", "--root", str(root), "--no-multiscale", "--crop-size", "64", "--step", "64",
+            "--min-size", "32", "--workers", "1"]
+    b_pixels = 200 * 240  # the largest source
+
+    def run(out: str, *extra: str):
+        result = CliRunner().invoke(main, [*base, "--out", str(tmp_path / out), *extra], catch_exceptions=False)
+        return result, (read_manifest(tmp_path / out) if result.exit_code == 0 else None)
+
+    result, low = run("low", "--max-pixels", str(b_pixels - 1))
+    assert result.exit_code == 0, result.output
+    assert low["counts"]["skipped"] == {"too_large": 1} and low["totals"]["used"] == 2
+    [skipped] = low["skipped"]
+    assert skipped["path"].endswith("b.png") and skipped["reason"] == "too_large"
+    assert "is 240x200 = 48,000 pixels, above the limit of 47,999 pixels" in skipped["detail"]
+    assert "declared in its png header" in skipped["detail"]  # refused from the header, before decoding
+    assert "too_large 1" in result.stdout and low["config"]["max_pixels"] == b_pixels - 1
+
+    result, high = run("high", "--max-pixels", str(b_pixels))  # the limit is inclusive
+    assert result.exit_code == 0, result.output
+    assert high["counts"]["skipped"] == {} and high["totals"]["used"] == 3
+    assert high["totals"]["samples"] == low["totals"]["samples"] + len(crop_boxes(200, 240, CropConfig(64, 64, 0, 32)))
+
+    result, default = run("default")
+    assert default["totals"]["used"] == 3 and "max_pixels" not in default["config"]  # older manifests still resume
+    result, _ = run("high", "--max-pixels", str(b_pixels - 1))  # another limit is another configuration
+    assert result.exit_code != 0 and "--overwrite" in result.output
+
+
+@pytest.mark.parametrize("value", ["0", "-5"])
+def test_shard_max_pixels_below_one_is_a_one_line_error(tmp_path, value):
+    from click.testing import CliRunner
+
+    from cli import main
+
+    result = CliRunner().invoke(main, ["shard", "--src", str(tmp_path), "--out", str(tmp_path / "out"),
+                                       "--max-pixels", value])
+    assert result.exit_code == 2
+    [line] = [x for x in result.output.splitlines() if x.startswith("Error")]
+    assert f"max_pixels must be >= 1 (pixels per source image; the default is {MAX_SOURCE_PIXELS}" in line
+    assert line.endswith(f"got {value}") and not (tmp_path / "out").exists()
+    help_text = " ".join(CliRunner().invoke(main, ["shard", "--help"]).output.split())
+    assert f"[default: {MAX_SOURCE_PIXELS} = 16384x16384]" in help_text
+
+
 def _tar(path, members: dict[str, bytes]):
     with tarfile.open(path, "w") as tar:
         for name, data in members.items():
@@ -131,4 +183,4 @@ def test_a_valid_14000_square_png_decodes():
     result = decode.decode_image(data)
     assert result.rgb.shape == (14000, 14000, 3) and result.notes == (decode.GRAY_EXPANDED,)
     with pytest.raises(PixelLimitExceeded):
-        stages.decode_image(stages.Sample("u", "k", data))  # far above a training sample's limit
+        stages.decode_sample(stages.Sample("u", "k", data))  # far above a training sample's limit

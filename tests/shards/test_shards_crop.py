@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shards.crop import CropConfig, axis_windows, crop_boxes, crop_starts
+from shards.crop import CropConfig, crop_boxes, crop_starts, crop_windows
 
 
 def expected_count(length: int, crop: int, step: int, thresh: int, min_size: int) -> int:
@@ -47,7 +47,7 @@ def test_small_image_rule():
                                                           (500, 400, 300)]
     assert crop_boxes(255, 900, cfg) == []
     assert crop_boxes(900, 255, cfg) == []
-    assert axis_windows(256, cfg) == [(0, 256)]
+    assert crop_windows(256, cfg) == [(0, 256)]
 
 
 @given(length=st.integers(1, 3000), crop=st.integers(1, 600), step=st.integers(1, 600),
@@ -55,7 +55,7 @@ def test_small_image_rule():
 def test_count_matches_closed_form(length, crop, step, thresh, min_frac):
     min_size = max(1, int(crop * min_frac))
     cfg = CropConfig(crop, step, thresh, min_size)
-    assert len(axis_windows(length, cfg)) == expected_count(length, crop, step, thresh, min_size)
+    assert len(crop_windows(length, cfg)) == expected_count(length, crop, step, thresh, min_size)
 
 
 @given(length=st.integers(1, 2000), crop=st.integers(1, 500), step=st.integers(1, 500))
@@ -78,7 +78,7 @@ def test_windows_are_in_bounds_sorted_and_cover_with_thresh_zero(length, crop, s
 def test_boxes_are_row_major_product(h, w):
     cfg = CropConfig(200, 150, 0, 100)
     boxes = crop_boxes(h, w, cfg)
-    rows, cols = axis_windows(h, cfg), axis_windows(w, cfg)
+    rows, cols = crop_windows(h, cfg), crop_windows(w, cfg)
     assert len(boxes) == len(rows) * len(cols)
     assert [(b.top, b.left) for b in boxes] == [(r, c) for r, _ in rows for c, _ in cols]
     assert all(b.top + b.height <= h and b.left + b.width <= w for b in boxes)

@@ -15,7 +15,7 @@ from shards.manifest import read_manifest
 from shards.multiscale import MultiscaleConfig
 from shards.prepare import ShardConfig, prepare_shards
 from shards.read import LoaderConfig, ShardStream
-from shards.stages import Sample, decode_image, decode_npy
+from shards.stages import Sample, decode_npy, decode_sample
 from shards.write import encode_npy, encode_patch
 
 
@@ -24,7 +24,7 @@ def test_npy_round_trip_is_exact_and_deterministic():
     data = encode_npy(rgb)
     assert data == encode_npy(rgb.copy()) and data == encode_patch(rgb, "npy")
     np.testing.assert_array_equal(np.load(io.BytesIO(data), allow_pickle=False), rgb)  # numpy's own reader agrees
-    out = decode_image(Sample("u", "k", data))
+    out = decode_sample(Sample("u", "k", data))
     assert out.dtype == np.uint8 and out.flags.writeable
     np.testing.assert_array_equal(out, rgb)
     with pytest.raises(ValueError, match="HWC RGB"):
@@ -53,7 +53,7 @@ def _npy(arr: np.ndarray, **kw) -> bytes:
     b"\x93NUMPY\x01\x00\x10\x00{'descr': |u1}  \n",  # a header that is not a literal dict
 ])
 def test_anything_but_raw_uint8_rgb_is_undecodable(data):
-    assert decode_npy(data) is None and decode_image(Sample("u", "k", data)) is None
+    assert decode_npy(data) is None and decode_sample(Sample("u", "k", data)) is None
 
 
 def _members(folder: Path) -> dict[str, bytes]:
@@ -79,7 +79,7 @@ def test_npy_shards_hold_the_png_pixels_and_load_identically(tmp_path: Path, syn
     assert keys == sorted(n[: -len(".npy")] for n in b if n.endswith(".npy"))
     for key in keys:
         assert a[f"{key}.json"] == b[f"{key}.json"]
-        np.testing.assert_array_equal(decode_image(Sample("", key, a[f"{key}.png"])),
+        np.testing.assert_array_equal(decode_sample(Sample("", key, a[f"{key}.png"])),
                                       np.load(io.BytesIO(b[f"{key}.npy"]), allow_pickle=False))
     # The loader reads either transparently: the same batches, bit for bit.
     for workers in (0, 2):
