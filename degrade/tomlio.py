@@ -22,7 +22,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-__all__ = ["ConfigError", "from_dict", "to_dict", "to_toml", "from_toml", "parse_value", "set_override"]
+__all__ = ["ConfigError", "from_dict", "to_dict", "to_toml", "from_toml", "parse_value", "set_override",
+           "override_data", "override_keys", "apply_overrides"]
 
 T = TypeVar("T")
 
@@ -202,9 +203,19 @@ def set_override(data: dict[str, Any], assignment: str) -> None:
     node[parts[-1]] = parse_value(text.strip())
 
 
-def apply_overrides(cls: type[T], base: Mapping[str, Any], assignments: Iterable[str]) -> T:
-    """``cls`` built from ``base`` (nested dicts) with each ``key=value`` applied in order."""
+def override_data(base: Mapping[str, Any], assignments: Iterable[str]) -> dict[str, Any]:
+    """A copy of ``base`` (nested dicts) with each ``key=value`` applied in order."""
     data = json.loads(json.dumps(base))
     for assignment in assignments:
         set_override(data, assignment)
-    return from_dict(cls, data)
+    return data
+
+
+def override_keys(assignments: Iterable[str]) -> set[str]:
+    """The dotted keys ``key=value`` assignments set (``a..b = 1`` sets ``a.b``, as `set_override` reads it)."""
+    return {".".join(p for p in a.split("=", 1)[0].strip().split(".") if p) for a in assignments}
+
+
+def apply_overrides(cls: type[T], base: Mapping[str, Any], assignments: Iterable[str]) -> T:
+    """``cls`` built from ``base`` (nested dicts) with each ``key=value`` applied in order."""
+    return from_dict(cls, override_data(base, assignments))
