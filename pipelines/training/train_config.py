@@ -1,17 +1,18 @@
 """Typed training configuration with the paper's defaults, TOML loading, overrides and validation.
 
 Precedence: stage defaults (the paper's values for `net` or `gan`) < TOML file (`--config`) <
-`--set key=value` overrides. Defaults come from Real-ESRGAN `options/train_realesrnet_x4plus.yml`
-(stage net) and `train_realesrgan_x4plus.yml` (stage gan); the official runs use 4 GPUs with a batch
-of 12 per GPU. Everything is validated before any work starts, with messages that say how to fix it.
+`--set key=value` overrides < typed values (`--init-from`, programs such as the quickstart). Defaults
+come from Real-ESRGAN `options/train_realesrnet_x4plus.yml` (stage net) and `train_realesrgan_x4plus.yml`
+(stage gan); the official runs use 4 GPUs with a batch of 12 per GPU. Everything is validated before any
+work starts, with messages that say how to fix it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from degrade import DegradationConfig
 from degrade.config import SUPPORTED_SCALES
@@ -270,9 +271,11 @@ def stage_defaults(stage: str) -> dict:
     return to_dict(cfg)
 
 
-def load_train_config(stage: str | None = None, path: Path | None = None,
-                      overrides: Sequence[str] = ()) -> TrainConfig:
-    """Stage defaults < TOML file < overrides. The stage comes from ``stage``, else the file, else net."""
+def load_train_config(stage: str | None = None, path: Path | None = None, overrides: Sequence[str] = (),
+                      values: Mapping[str, Any] | None = None) -> TrainConfig:
+    """Stage defaults < TOML file < ``overrides`` (``key=value`` texts, as ``--set``) < ``values`` (dotted key ->
+    typed value, for programs and flags: nothing is turned into TOML text). The stage comes from ``stage``, else
+    the file, else net."""
     file_data: dict = {}
     if path is not None:
         try:
@@ -291,17 +294,18 @@ def load_train_config(stage: str | None = None, path: Path | None = None,
     merged = _merge(base, file_data)
     merged["stage"] = chosen
     try:
-        return from_dict(TrainConfig, _follow_scale(override_data(merged, overrides), file_data, overrides))
+        data = override_data(merged, overrides, values)
+        return from_dict(TrainConfig, _follow_scale(data, file_data, override_keys(overrides, values)))
     except ConfigError as error:
         raise ConfigError(f"{path}: {error}" if path else str(error)) from error
 
 
-def _follow_scale(data: dict, file_data: dict, overrides: Sequence[str]) -> dict:
+def _follow_scale(data: dict, file_data: dict, overridden: set[str]) -> dict:
     """One source: ``degradation.scale`` follows ``scale`` unless the file or an override sets it (validate() then
     checks that they agree), so ``--set scale=2`` is enough. A scale the degradation does not support is left to
     validate(), whose message says why (x3)."""
     in_file = isinstance(file_data.get("degradation"), dict) and "scale" in file_data["degradation"]
-    if not in_file and "degradation.scale" not in override_keys(overrides) and data.get("scale") in SUPPORTED_SCALES \
+    if not in_file and "degradation.scale" not in overridden and data.get("scale") in SUPPORTED_SCALES \
             and isinstance(data.get("degradation"), dict):
         data["degradation"]["scale"] = data["scale"]
     return data
