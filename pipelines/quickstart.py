@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 import torch
 
-from pipelines.common import write_image_atomic
+from pipelines.common import rgb_to_tensor, write_image_atomic
 from pipelines.data_jobs.pairs import PairConfig, make_pairs
 from pipelines.data_jobs.preview import PreviewConfig, bundled_samples, preview_degradations
 from pipelines.inference.quality import niqe
@@ -97,7 +97,7 @@ def _holdout_niqe(bicubic_rgb: np.ndarray, model_rgb: np.ndarray) -> dict[str, f
     scores: dict[str, float | None] = {}
     for name, rgb in (("bicubic", bicubic_rgb), ("model", model_rgb)):
         try:
-            scores[name] = float(niqe(torch.from_numpy(rgb).permute(2, 0, 1).float().div(255)[None])[0])
+            scores[name] = float(niqe(rgb_to_tensor(rgb))[0])
         except ValueError:
             scores[name] = None
     return scores

@@ -228,7 +228,8 @@ def gt_batches(samples: Iterator[Sample], n_batches: int, batch_size: int, aug_r
     """
     for _ in range(n_batches):
         u = aug_rng.random((batch_size, 5))
-        # Filled in place: one strided pass per patch does HWC->CHW and the uint8->float conversion.
+        # Filled in place: one strided pass per patch does HWC->CHW and the uint8->float conversion (the same
+        # float32 k / 255 as pipelines.common.rgb_to_tensor, which shards/ may not import, into the batch buffer).
         out = np.empty((batch_size, 3, patch, patch), np.uint8 if uint8 else np.float32)
         keys: list[str] = []
         for sample in samples:

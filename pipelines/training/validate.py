@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipelines.common import write_image_atomic
+from pipelines.common import rgb_to_tensor, tensor_to_rgb, write_image_atomic
 from pipelines.training.metrics import psnr, ssim
 
 __all__ = ["ValidationPair", "read_pairs", "validate", "save_grid"]
@@ -85,14 +85,6 @@ def read_pairs(spec: str, limit: int | None = None) -> list[ValidationPair]:
     return pairs
 
 
-def _to_tensor(image: np.ndarray, device: torch.device) -> torch.Tensor:
-    return torch.from_numpy(image).permute(2, 0, 1).unsqueeze(0).float().div(255).to(device)
-
-
-def _to_uint8(tensor: torch.Tensor) -> np.ndarray:
-    return (tensor[0].float().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-
-
 @torch.no_grad()
 def validate(model: nn.Module, pairs: list[ValidationPair], scale: int,
              device: torch.device) -> tuple[dict[str, float], list[tuple[np.ndarray, np.ndarray, np.ndarray]]]:
@@ -102,7 +94,7 @@ def validate(model: nn.Module, pairs: list[ValidationPair], scale: int,
     scores = {"psnr": [], "ssim": []}
     images = []
     for pair in pairs:
-        output = _to_uint8(model(_to_tensor(pair.lq, device)))
+        output = tensor_to_rgb(model(rgb_to_tensor(pair.lq, device)))
         if output.shape != pair.gt.shape:
             raise ValueError(f"validation pair {pair.key}: output {output.shape} vs GT {pair.gt.shape}: "
                              f"was the set made for another scale than x{scale}?")
