@@ -125,7 +125,9 @@ def tar_members(url: str, problems: Problems, keep: Callable[[str, Members], boo
 
 
 def _first_image(ext: str, found: Members) -> bool:
-    return ext in IMAGE_EXTS and not any(data is not None for data in found.values())
+    if ext not in IMAGE_EXTS:
+        return False
+    return all(data is None for data in found.values())
 
 
 def tar_samples(url: str, problems: Problems, opener: Callable[[str], object] = open_url) -> Iterator[Sample]:
@@ -133,9 +135,10 @@ def tar_samples(url: str, problems: Problems, opener: Callable[[str], object] = 
     groups = tar_members(url, problems, _first_image, opener)
     with contextlib.closing(groups):  # stopping early closes the shard now, not when the generator is collected
         for key, found in groups:
-            image = next((data for data in found.values() if data is not None), None)
-            if image is not None:
-                yield Sample(url, key, image)
+            for data in found.values():
+                if data is not None:  # the only bytes read: the key's first image
+                    yield Sample(url, key, data)
+                    break
 
 
 def shard_samples(urls: Iterable[str], problems: Problems) -> Iterator[Sample]:
