@@ -240,19 +240,12 @@ def train(stage, config_path, overrides, init_from, resume, overwrite, device):
     from pipelines.training.train import train as run_training
     from pipelines.training.train_config import load_train_config
 
-    extra = [f"init_from={_toml_string(init_from)}"] if init_from else []
-    config = load_train_config(stage, config_path, [*overrides, *extra])  # errors: one line, exit 2 (see _Main)
+    # --init-from is passed as data, not as TOML text; it wins over --set init_from=... Errors: one line, exit 2.
+    config = load_train_config(stage, config_path, overrides, {"init_from": init_from} if init_from else None)
     result = run_training(config, resume=resume, device=None if device == "auto" else device, overwrite=overwrite)
     click.echo(f"{'stopped' if result.interrupted else 'finished'} at iteration {result.iteration}; "
                f"weights in {result.run_dir / 'models'}")
     leave(click.get_current_context(), EXIT_INTERRUPTED if result.interrupted else 0)
-
-
-def _toml_string(text: str) -> str:
-    import json
-
-    return json.dumps(text)
-
 
 
 @main.command()

@@ -98,11 +98,11 @@ def make_bench_step(stage: str, device: torch.device, precision: str, batch: int
     """The trainer's step for ``stage`` at the given sizes, with random weights and a random GT batch."""
     num_feat, num_block, num_grow_ch = network
     # A full pool (steady state) of two batches: 180 would only delay the permutation; 2 batches show its cost.
-    cfg = load_train_config(stage, None, [
-        f"data.batch_size={batch}", f"data.patch_size={patch}", f"data.gt_size={gt}", f"queue_size={2 * batch}",
-        f"network.num_feat={num_feat}", f"network.num_block={num_block}", f"network.num_grow_ch={num_grow_ch}",
-        f"precision='{precision}'", f"compile={str(compile).lower()}", f"channels_last={str(channels_last).lower()}",
-        "loss.perceptual_weights='random'"])
+    cfg = load_train_config(stage, values={
+        "data.batch_size": batch, "data.patch_size": patch, "data.gt_size": gt, "queue_size": 2 * batch,
+        "network.num_feat": num_feat, "network.num_block": num_block, "network.num_grow_ch": num_grow_ch,
+        "precision": precision, "compile": compile, "channels_last": channels_last,
+        "loss.perceptual_weights": "random"})
     g = torch.Generator().manual_seed(seed)
     net_g = RRDBNet(3, 3, 4, num_feat, num_block, num_grow_ch, generator=g)
     net_d = UNetDiscriminatorSN(3, num_feat, True, generator=g) if stage == "gan" else None  # 64 in the paper

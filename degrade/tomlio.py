@@ -2,7 +2,8 @@
 
 Loading rejects unknown keys and wrong types (naming the dotted key), so a typo in a config file is
 an error rather than a silently ignored setting. `set_override` applies ``key=value`` strings whose
-value is parsed as a TOML literal — never with eval. The writer covers exactly what configs hold:
+value is parsed as a TOML literal — never with eval; `set_value` sets an already typed value (programs pass
+overrides as data, not as text to be parsed back). The writer covers exactly what configs hold:
 bools, ints, floats, strings, arrays of those, nested tables and arrays of tables.
 """
 
@@ -22,7 +23,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-__all__ = ["ConfigError", "from_dict", "to_dict", "to_toml", "from_toml", "parse_value", "set_override"]
+__all__ = ["ConfigError", "from_dict", "to_dict", "to_toml", "from_toml", "parse_value", "set_override",
+           "set_value", "override_data", "override_keys", "apply_overrides"]
 
 T = TypeVar("T")
 
@@ -183,9 +185,21 @@ def set_override(data: dict[str, Any], assignment: str) -> None:
     if "=" not in assignment:
         raise ConfigError(f"override {assignment!r} must look like key=value")
     dotted, text = assignment.split("=", 1)
-    parts = [p for p in dotted.strip().split(".") if p]
-    if not parts:
+    if not _key_parts(dotted):
         raise ConfigError(f"override {assignment!r} has an empty key")
+    set_value(data, dotted, parse_value(text.strip()))
+
+
+def _key_parts(dotted: str) -> list[str]:
+    return [p for p in dotted.strip().split(".") if p]
+
+
+def set_value(data: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set ``dotted.key`` to an already typed ``value`` in nested dicts in place (what `set_override` does after
+    parsing its text); integer parts index arrays of tables. The value is checked when the config is built."""
+    parts = _key_parts(dotted)
+    if not parts:
+        raise ConfigError(f"override {dotted!r} has an empty key")
     node: Any = data
     for depth, part in enumerate(parts[:-1]):
         where = ".".join(parts[: depth + 1])
@@ -199,12 +213,27 @@ def set_override(data: dict[str, Any], assignment: str) -> None:
             raise ConfigError(f"override {dotted}: {where} is a value, not a table")
     if isinstance(node, list):
         raise ConfigError(f"override {dotted}: address an element of the array, e.g. {dotted}.0.<key>")
-    node[parts[-1]] = parse_value(text.strip())
+    node[parts[-1]] = value
 
 
-def apply_overrides(cls: type[T], base: Mapping[str, Any], assignments: Iterable[str]) -> T:
-    """``cls`` built from ``base`` (nested dicts) with each ``key=value`` applied in order."""
+def override_data(base: Mapping[str, Any], assignments: Iterable[str] = (),
+                  values: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """A copy of ``base`` (nested dicts) with each ``key=value`` text applied in order, then each typed
+    ``values`` entry (dotted key -> value, e.g. from a program or a command-line flag, never turned into text)."""
     data = json.loads(json.dumps(base))
     for assignment in assignments:
         set_override(data, assignment)
-    return from_dict(cls, data)
+    for dotted, value in (values or {}).items():
+        set_value(data, dotted, value)
+    return data
+
+
+def override_keys(assignments: Iterable[str] = (), values: Mapping[str, Any] | None = None) -> set[str]:
+    """The dotted keys the assignments and values set (``a..b = 1`` sets ``a.b``, as `set_override` reads it)."""
+    return {".".join(_key_parts(k)) for k in [*(a.split("=", 1)[0] for a in assignments), *(values or {})]}
+
+
+def apply_overrides(cls: type[T], base: Mapping[str, Any], assignments: Iterable[str] = (),
+                    values: Mapping[str, Any] | None = None) -> T:
+    """``cls`` built from ``base`` (nested dicts) with `override_data`'s texts, then typed values, applied."""
+    return from_dict(cls, override_data(base, assignments, values))

@@ -15,6 +15,17 @@ from torch import nn
 EMA_DECAY = 0.999  # options/train_realesr*_x4plus.yml, train.ema_decay
 
 
+def check_decay(decay: float, name: str = "EMA decay") -> float:
+    """``decay`` if it is in [0, 1), else ValueError naming ``name`` (the one range check of the project).
+
+    0 copies the model at every step; 1 is refused: the EMA would never leave its initial weights, so
+    ``params_ema`` would silently be the untrained network.
+    """
+    if not 0.0 <= decay < 1.0:
+        raise ValueError(f"{name} must be in [0, 1), got {decay} (Real-ESRGAN: {EMA_DECAY})")
+    return decay
+
+
 def unwrap_model(model: nn.Module) -> nn.Module:
     """Strip DDP / DataParallel (``.module``) and ``torch.compile`` (``._orig_mod``) wrappers."""
     while True:
@@ -33,8 +44,7 @@ def ema_update_(ema_model: nn.Module, model: nn.Module, decay: float = EMA_DECAY
     Parameters are matched by name after unwrapping both modules; a name mismatch is an error
     rather than a silent partial update.
     """
-    if not 0.0 <= decay <= 1.0:
-        raise ValueError(f"EMA decay must be in [0, 1], got {decay}")
+    check_decay(decay)
     ema_params = dict(unwrap_model(ema_model).named_parameters())
     params = dict(unwrap_model(model).named_parameters())
     if ema_params.keys() != params.keys():
@@ -60,9 +70,7 @@ class ModelEMA:
     """
 
     def __init__(self, model: nn.Module, decay: float = EMA_DECAY) -> None:
-        if not 0.0 <= decay <= 1.0:
-            raise ValueError(f"EMA decay must be in [0, 1], got {decay}")
-        self.decay = decay
+        self.decay = check_decay(decay)
         self.module = copy.deepcopy(unwrap_model(model)).eval().requires_grad_(False)
 
     def update(self, model: nn.Module) -> None:

@@ -7,7 +7,7 @@ One sub-package per job family; each package's docstring maps its files.
     data_jobs/    `shard`, `degrade`, `preview-degradations`, `calibrate`: making and inspecting training data
 
 Shared by the families (top level):
-    common.py      small helpers (atomic image writes, the one progress bar of the commands)
+    common.py      small helpers (atomic image writes, the uint8 <-> tensor conversion, the commands' progress bar)
     hardware.py    what the device runs natively (bf16) and the autocast for a precision (training and upscaling)
     quickstart.py  `quickstart`: the whole toolkit on the bundled photos, from the three families
 """

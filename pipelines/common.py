@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, TextIO
 
 import cv2
 import numpy as np
+import torch
 
 from degrade import DegradationConfig
 from degrade.tomlio import apply_overrides, to_dict
@@ -20,8 +21,8 @@ if TYPE_CHECKING:
 
     from shards.prepare import Progress
 
-__all__ = ["resolve_degradation_config", "write_bytes_atomic", "write_image_atomic", "progress_bar", "is_terminal",
-           "SnapshotBar"]
+__all__ = ["resolve_degradation_config", "write_bytes_atomic", "write_image_atomic", "rgb_to_tensor", "tensor_to_rgb",
+           "progress_bar", "is_terminal", "SnapshotBar"]
 
 
 def resolve_degradation_config(path: Path | None = None, *, order: int | None = None, scale: int | None = None,
@@ -90,3 +91,22 @@ class SnapshotBar:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+# The one uint8 <-> tensor conversion of the jobs. Elsewhere on purpose: degrade/ (standalone) has its own;
+# shards/stages.py converts into a preallocated numpy batch (shards/ does not import pipelines/); upscale handles
+# 16-bit and alpha; the training-pair pool stores whole NCHW batches already on the 1/255 grid.
+def rgb_to_tensor(rgb: np.ndarray, device: torch.device | str | None = None) -> torch.Tensor:
+    """HWC uint8 RGB -> (1, 3, H, W) float32 k / 255 in [0, 1] on ``device`` (converted on the CPU, then moved)."""
+    tensor = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).unsqueeze(0).float().div(255)
+    return tensor if device is None else tensor.to(device)
+
+
+def tensor_to_rgb(tensor: torch.Tensor) -> np.ndarray:
+    """(1, 3, H, W) or (3, H, W) float in [0, 1] -> HWC uint8 RGB on the CPU (C-contiguous).
+
+    Clamped to [0, 1], times 255, rounded half to even (torch.round, as BasicSR's tensor2img np.round), so
+    clamping before or after rounding gives the same codes.
+    """
+    if tensor.ndim == 4 and tensor.shape[0] != 1:
+        raise ValueError(f"tensor_to_rgb converts one image, got a batch of {tensor.shape[0]}")
+    image = tensor[0] if tensor.ndim == 4 else tensor
+    return (image.float().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().contiguous().numpy()

@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 import torch
 
-from pipelines.common import write_image_atomic
+from pipelines.common import rgb_to_tensor, write_image_atomic
 from pipelines.data_jobs.pairs import PairConfig, make_pairs
 from pipelines.data_jobs.preview import PreviewConfig, bundled_samples, preview_degradations
 from pipelines.inference.quality import niqe
@@ -97,7 +97,7 @@ def _holdout_niqe(bicubic_rgb: np.ndarray, model_rgb: np.ndarray) -> dict[str, f
     scores: dict[str, float | None] = {}
     for name, rgb in (("bicubic", bicubic_rgb), ("model", model_rgb)):
         try:
-            scores[name] = float(niqe(torch.from_numpy(rgb).permute(2, 0, 1).float().div(255)[None])[0])
+            scores[name] = float(niqe(rgb_to_tensor(rgb))[0])
         except ValueError:
             scores[name] = None
     return scores
@@ -166,32 +166,32 @@ def quickstart(cfg: QuickstartConfig, log=print) -> Path:
     finetune = not cfg.from_scratch and not cfg.smallest and _released_weights_available()
     vgg, vgg_note = _vgg_setting()
     gt_size = 64
-    common = [f"data.shards={json.dumps(str(out / 'shards' / 'train'))}", "data.batch_size=2",
-              f"data.patch_size={patch}", f"data.gt_size={gt_size}", "data.num_workers=0", "data.shuffle_buffer=16",
-              "queue_size=4", "log_every=5", f"val_shards={json.dumps(str(out / 'val-pairs'))}",
-              f"val_max_images={val_count}", f"seed={cfg.seed}", f"loss.perceptual_weights={json.dumps(vgg)}"]
+    # Overrides as data (dotted key -> typed value), never turned into TOML text and parsed back.
+    common = {"data.shards": str(out / "shards" / "train"), "data.batch_size": 2, "data.patch_size": patch,
+              "data.gt_size": gt_size, "data.num_workers": 0, "data.shuffle_buffer": 16, "queue_size": 4,
+              "log_every": 5, "val_shards": str(out / "val-pairs"), "val_max_images": val_count, "seed": cfg.seed,
+              "loss.perceptual_weights": vgg}
     if finetune:
         model_note = "fine-tuned from the released RealESRGAN_x4plus weights (23 blocks)"
-        net_extra = ["init_from='realesrgan-x4plus'", "optim.lr_g=1e-5", "ema_decay=0.9"]
+        net_extra = {"init_from": "realesrgan-x4plus", "optim.lr_g": 1e-5, "ema_decay": 0.9}
     else:
         model_note = "a tiny RRDBNet (16 features, 2 blocks) trained from scratch"
-        net_extra = ["network.num_feat=16", "network.num_block=2", "network.num_grow_ch=8", "network.disc_num_feat=16",
-                     "optim.lr_g=5e-4", "ema_decay=0.9"]
+        net_extra = {"network.num_feat": 16, "network.num_block": 2, "network.num_grow_ch": 8,
+                     "network.disc_num_feat": 16, "optim.lr_g": 5e-4, "ema_decay": 0.9}
     net_iters, gan_iters = (2, 2) if cfg.smallest else (cfg.net_iters, cfg.gan_iters)
     t0 = time.perf_counter()
-    net_cfg = load_train_config("net", None, [*common, *net_extra, f"total_iter={net_iters}",
-                                              f"checkpoint_every={net_iters}", f"val_every={net_iters}",
-                                              f"run_dir={json.dumps(str(out / 'runs' / 'net'))}"])
+    net_cfg = load_train_config("net", values={**common, **net_extra, "total_iter": net_iters,
+                                               "checkpoint_every": net_iters, "val_every": net_iters,
+                                               "run_dir": str(out / "runs" / "net")})
     _train_or_stop(net_cfg, log)
     step("train net", t0)
     t0 = time.perf_counter()
-    gan_extra = [e for e in net_extra if not e.startswith(("init_from", "optim.lr_g"))]
+    gan_extra = {k: v for k, v in net_extra.items() if k not in ("init_from", "optim.lr_g")}
     net_weights = out / "runs" / "net" / "models" / "net_g_latest.pth"
-    gan_cfg = load_train_config("gan", None, [*common, *gan_extra, f"total_iter={gan_iters}",
-                                              f"checkpoint_every={gan_iters}", f"val_every={gan_iters}",
-                                              f"init_from={json.dumps(str(net_weights))}",
-                                              "optim.lr_g=1e-5" if finetune else "optim.lr_g=1e-4",
-                                              f"run_dir={json.dumps(str(out / 'runs' / 'gan'))}"])
+    gan_cfg = load_train_config("gan", values={**common, **gan_extra, "total_iter": gan_iters,
+                                               "checkpoint_every": gan_iters, "val_every": gan_iters,
+                                               "init_from": str(net_weights), "optim.lr_g": 1e-5 if finetune else 1e-4,
+                                               "run_dir": str(out / "runs" / "gan")})
     _train_or_stop(gan_cfg, log)
     step("train gan", t0)
 

@@ -6,7 +6,8 @@ Writing (`python cli.py shard`, `shards.prepare.prepare_shards`):
     -> manifest.py (manifest.json), orchestrated, resumable and parallel, by prepare.py.
 
 Reading (training): read.py (`LoaderConfig`, `ShardStream`: per-rank infinite, resumable stream of
-GT batches) built from the iterator stages in stages.py, seeded through seeds.py.
+GT batches) built from the iterator stages in stages.py, seeded through seeds.py; validation reads its
+paired shards through the same tar stage (`stages.tar_members`).
 
 On a Dask cluster: cluster.py (the shard job; its connection and rerun counting are reused by the
 `degrade` job in pipelines/data_jobs/). shards/ is storage only: it imports nothing from `degrade`,

@@ -1,6 +1,8 @@
 """Streaming stages of the shard loader: each is a function from an iterator to an iterator.
 
-    urls -> tar_samples -> shuffle -> (skip) -> gt_batches
+    urls -> tar_samples (tar_members) -> shuffle -> (skip) -> gt_batches
+
+(`tar_members` is also how validation reads its GT + LQ pairs: pipelines/training/validate.py.)
 
 Only image members are read (`png`, `jpg`, ..., and raw uint8 `npy`); images are decoded with
 OpenCV and `.npy` members by parsing their header (uint8, C order, H x W x 3 only; never
@@ -77,18 +79,25 @@ def open_url(url: str):
     return gopen(url, "rb")
 
 
-def tar_samples(url: str, problems: Problems, opener: Callable[[str], object] = open_url) -> Iterator[Sample]:
-    """Samples of one tar shard, read as a stream (members grouped by key, webdataset convention).
+Members = dict[str, "bytes | None"]  # extension -> bytes read, or None for a member that was not asked for
 
-    A shard that cannot be opened, or whose tar stream breaks, is reported once; the samples read
-    before the break are still yielded.
+
+def tar_members(url: str, problems: Problems, keep: Callable[[str, Members], bool],
+                opener: Callable[[str], object] = open_url) -> Iterator[tuple[str, Members]]:
+    """The regular members of one tar shard, read as a stream and grouped by key (webdataset convention:
+    consecutive members with one base name): ``(key, {ext: bytes or None})``.
+
+    A member's bytes are read only when ``keep(ext, members_so_far)`` says so (a later kept member of the same
+    extension replaces an earlier one); the others are listed with None, so a reader pays only for what it uses.
+    A shard that cannot be opened, or whose tar stream breaks, is reported once; the groups read before the
+    break are still yielded.
     """
     try:
         stream = opener(url)
     except Exception as exc:  # noqa: BLE001 - any open failure is a missing/unreachable shard
         problems.report("shard", url, f"cannot open: {type(exc).__name__}: {exc}")
         return
-    key, image = None, None
+    key, found = None, {}
     try:
         with tarfile.open(fileobj=stream, mode="r|*") as tar:
             for member in tar:
@@ -97,20 +106,39 @@ def tar_samples(url: str, problems: Problems, opener: Callable[[str], object] = 
                     continue
                 base, ext = match.group(1), match.group(2).lower()
                 if base != key:
-                    if key is not None and image is not None:
-                        yield Sample(url, key, image)
-                    key, image = base, None
-                if ext in IMAGE_EXTS and image is None:
-                    image = tar.extractfile(member).read()
+                    if key is not None:
+                        yield key, found
+                    key, found = base, {}
+                if keep(ext, found):
+                    found[ext] = tar.extractfile(member).read()
+                else:
+                    found.setdefault(ext, None)
                 tar.members = []  # stream mode would otherwise keep every header for the whole shard
-        if key is not None and image is not None:
-            yield Sample(url, key, image)
+        if key is not None:
+            yield key, found
     except (tarfile.TarError, OSError, EOFError, ValueError) as exc:
         problems.report("shard", url, f"unreadable tar data after key {key!r}: {type(exc).__name__}: {exc}")
     finally:
         # Closing can fail, e.g. a pipe whose command died because we stopped reading early.
         with contextlib.suppress(Exception):
             stream.close()
+
+
+def _first_image(ext: str, found: Members) -> bool:
+    if ext not in IMAGE_EXTS:
+        return False
+    return all(data is None for data in found.values())
+
+
+def tar_samples(url: str, problems: Problems, opener: Callable[[str], object] = open_url) -> Iterator[Sample]:
+    """Samples of one tar shard (`tar_members`): the first image member of each key; keys without one are skipped."""
+    groups = tar_members(url, problems, _first_image, opener)
+    with contextlib.closing(groups):  # stopping early closes the shard now, not when the generator is collected
+        for key, found in groups:
+            for data in found.values():
+                if data is not None:  # the only bytes read: the key's first image
+                    yield Sample(url, key, data)
+                    break
 
 
 def shard_samples(urls: Iterable[str], problems: Problems) -> Iterator[Sample]:
@@ -228,7 +256,8 @@ def gt_batches(samples: Iterator[Sample], n_batches: int, batch_size: int, aug_r
     """
     for _ in range(n_batches):
         u = aug_rng.random((batch_size, 5))
-        # Filled in place: one strided pass per patch does HWC->CHW and the uint8->float conversion.
+        # Filled in place: one strided pass per patch does HWC->CHW and the uint8->float conversion (the same
+        # float32 k / 255 as pipelines.common.rgb_to_tensor, which shards/ may not import, into the batch buffer).
         out = np.empty((batch_size, 3, patch, patch), np.uint8 if uint8 else np.float32)
         keys: list[str] = []
         for sample in samples:

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 import degrade
+from pipelines.common import rgb_to_tensor, tensor_to_rgb
 from shards import seeds
 from shards.atomic import write_bytes_atomic
 from shards.manifest import FORMAT, MANIFEST_NAME, VERSION, digest, read_manifest, verify_shard, write_manifest
@@ -110,12 +111,11 @@ def prepare_gt(rgb: np.ndarray, gt_size: int, scale: int) -> np.ndarray:
 
 def degrade_pair(gt_rgb: np.ndarray, index: int, cfg: PairConfig) -> tuple[np.ndarray, dict]:
     """LQ (HWC uint8 RGB) and the parameter record of input sample `index` (see the module docstring)."""
-    gt = torch.from_numpy(gt_rgb).permute(2, 0, 1)[None].float().div(255.0).to(cfg.device)
+    gt = rgb_to_tensor(gt_rgb, cfg.device)
     source = degrade.usm_sharpen(gt) if cfg.usm else gt
     generator = torch.Generator().manual_seed(seeds.derive_seed(cfg.seed, index, "degrade"))
     lq, params = degrade.degrade(source, cfg.degradation, generator)
-    lq_u8 = (lq[0] * 255.0).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-    return np.ascontiguousarray(lq_u8), params.records()[0]
+    return tensor_to_rgb(lq), params.records()[0]  # clamp-then-round: the same codes as round-then-clamp
 
 
 def pair_key(index: int, source_key: str) -> str:

@@ -21,7 +21,7 @@ import torch
 
 import degrade
 from degrade import DegradationConfig
-from pipelines.common import write_bytes_atomic
+from pipelines.common import rgb_to_tensor, tensor_to_rgb, write_bytes_atomic
 from shards.decode import ImageSkipped
 from shards.decode import load_image as decode_source
 
@@ -79,8 +79,7 @@ def centre_crop_tensor(rgb: np.ndarray, size: int) -> torch.Tensor:
         rgb = cv2.copyMakeBorder(rgb, 0, pad_h, 0, pad_w, cv2.BORDER_REFLECT_101)
         h, w = rgb.shape[:2]
     top, left = (h - size) // 2, (w - size) // 2
-    crop = np.ascontiguousarray(rgb[top : top + size, left : left + size])
-    return torch.from_numpy(crop).permute(2, 0, 1).unsqueeze(0).float().div(255.0)
+    return rgb_to_tensor(rgb[top : top + size, left : left + size])
 
 
 def _stage_caption(k: int, stage: dict) -> str:
@@ -120,11 +119,6 @@ def caption_lines(record: dict) -> list[str]:
     order = "resize+sinc > jpeg" if final["order"] == "resize_sinc_then_jpeg" else "jpeg > resize+sinc"
     lines.append(f"final: {order} | {final['resize_mode']} | {sinc}")
     return lines
-
-
-def _to_uint8(images: torch.Tensor) -> np.ndarray:
-    """(1, 3, H, W) float → HWC RGB uint8."""
-    return (images[0].clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
 
 
 def _tile(image: np.ndarray, side: int, lines: list[str], title: str) -> np.ndarray:
@@ -175,19 +169,20 @@ def preview_degradations(cfg: PreviewConfig) -> PreviewResult:
     for path, rgb in photos:
         gt = centre_crop_tensor(rgb, cfg.gt_size)
         source = degrade.usm_sharpen(gt) if cfg.usm else gt
-        gt_tile = _tile(_to_uint8(gt), side, [f"{rgb.shape[1]}x{rgb.shape[0]} source", "USM-sharpened input" if cfg.usm
-                                              else "unsharpened input"], f"GT {path.name}")
+        gt_tile = _tile(tensor_to_rgb(gt), side, [f"{rgb.shape[1]}x{rgb.shape[0]} source",
+                                                  "USM-sharpened input" if cfg.usm else "unsharpened input"],
+                        f"GT {path.name}")
         row = [gt_tile]
         for index in range(cfg.count):
             lq, record, trace = _degrade_one(source, cfg.degradation, generator, cfg.show_stages)
             records.append({"image": str(path), "index": index, "record": record})
             title = f"#{index} LQ {lq.shape[-1]}x{lq.shape[-2]} (x{cfg.degradation.scale}, nearest)"
             if cfg.show_stages:
-                steps = [_tile(_to_uint8(images), side, [f"{images.shape[-1]}x{images.shape[-2]}"], f"#{index} {name}")
-                         for name, images in trace]
-                rows.append([gt_tile, *steps[:-1], _tile(_to_uint8(lq), side, caption_lines(record), title)])
+                steps = [_tile(tensor_to_rgb(images), side, [f"{images.shape[-1]}x{images.shape[-2]}"],
+                               f"#{index} {name}") for name, images in trace]
+                rows.append([gt_tile, *steps[:-1], _tile(tensor_to_rgb(lq), side, caption_lines(record), title)])
             else:
-                row.append(_tile(_to_uint8(lq), side, caption_lines(record), title))
+                row.append(_tile(tensor_to_rgb(lq), side, caption_lines(record), title))
         if not cfg.show_stages:
             rows.append(row)
     sheet = _grid(rows)

@@ -9,7 +9,7 @@
     safety.py         run-dir, init and resume guards; checkpoint pruning
     dist.py           torchrun setup and ordered teardown
     elastic.py        torchrun restarts, world-size changes, stalled ranks
-    validate.py       the fixed degraded validation set: reading it, PSNR / SSIM, the image grid
+    validate.py       the fixed degraded validation set: reading it (shard stages), PSNR / SSIM, the image grid
     val_quality.py    after each validation: NIQE, the best checkpoint, curves.png, TensorBoard
     metrics.py        PSNR / SSIM on uint8 images as BasicSR computes them, and the metrics.jsonl writer
 """

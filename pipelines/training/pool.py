@@ -66,6 +66,8 @@ class TrainingPairPool:
         state: dict = {"filled": self.filled, "generator": self.generator.get_state()}
         if self.lq is not None:
             lq, gt = self.ordered()
+            # Whole NCHW batches on the 1/255 grid, kept in their layout (not pipelines.common.tensor_to_rgb,
+            # which makes one HWC image): no clamp needed, and the round trip below is exact.
             state["lq"] = (lq * 255).round().to(torch.uint8).cpu()
             state["gt"] = (gt * 255).round().to(torch.uint8).cpu()
         return state

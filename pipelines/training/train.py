@@ -24,12 +24,10 @@ import numpy as np
 import torch
 import torch.distributed as torch_dist
 
-from models.compact import SRVGGNetCompact
 from models.discriminator import UNetDiscriminatorSN
 from models.losses import PerceptualLoss
-from models.rrdbnet import RRDBNet
 from models.vgg import VGGFeatureExtractor, resolve_vgg19_weights
-from models.weights import check_same_arch, export_generator, load_generator_state_dict, load_into
+from models.weights import build_generator, check_same_arch, export_generator, load_generator_state_dict, load_into
 from pipelines.training.checkpoint import checkpoint_path, latest_checkpoint, save_atomic
 from pipelines.training.dist import DistInfo, cleanup_distributed, mean_over_ranks, setup_distributed
 from pipelines.training.elastic import Heartbeat, rank_state, restart_count, resume_after_restart
@@ -49,7 +47,7 @@ from pipelines.training.step import TrainingDiverged, TrainStep
 from pipelines.training.train_config import PERCEPTUAL_LAYERS, ConfigError, TrainConfig, stage_defaults
 from pipelines.training.val_quality import ValidationTracker
 from pipelines.training.validate import read_pairs
-from shards.read import LoaderConfig, ShardStream
+from shards.read import ShardStream
 
 __all__ = ["train", "TrainResult", "learning_rate", "TrainingDiverged"]
 
@@ -120,9 +118,7 @@ def _gather(obj, info: DistInfo) -> list:
 def _build_models(cfg: TrainConfig):
     init = torch.Generator().manual_seed(_seed(cfg.seed, 0))  # same on every rank
     net = cfg.network
-    net_g = RRDBNet(3, 3, cfg.scale, net.num_feat, net.num_block, net.num_grow_ch, generator=init) \
-        if net.arch == "rrdbnet" else SRVGGNetCompact(3, 3, net.num_feat, net.num_conv, cfg.scale, net.act_type,
-                                                      generator=init)
+    net_g = build_generator(net.generator_spec(cfg.scale), generator=init)
     net_d = UNetDiscriminatorSN(3, net.disc_num_feat, net.disc_skip_connection, generator=init) \
         if cfg.stage == "gan" else None
     return net_g, net_d
@@ -234,11 +230,7 @@ def _build_run(cfg: TrainConfig, info: DistInfo, resume: bool, log, overwrite: b
     """Check and open everything, build the step, restore a checkpoint: everything that can fail, before work."""
     run_dir, dev = Path(cfg.run_dir), info.device
     _check_shards(cfg.data.shards)
-    stream = ShardStream(LoaderConfig(cfg.data.shards, batch_size=cfg.data.batch_size, patch_size=cfg.data.patch_size,
-                                      shuffle_buffer=cfg.data.shuffle_buffer, hflip=cfg.data.hflip, rot=cfg.data.rot,
-                                      num_workers=cfg.data.num_workers, seed=cfg.seed, strict=cfg.data.strict,
-                                      manifest=cfg.data.manifest or None, max_pixels=cfg.data.max_pixels),
-                         rank=info.rank, world_size=info.world_size)
+    stream = ShardStream(cfg.data.loader_config(cfg.seed), rank=info.rank, world_size=info.world_size)
     perceptual = _perceptual(cfg, dev)
     val_pairs = read_pairs(cfg.val_shards, cfg.val_max_images) if cfg.val_shards and info.is_main else []
     net_g, net_d = _build_models(cfg)

@@ -1,21 +1,25 @@
 """Typed training configuration with the paper's defaults, TOML loading, overrides and validation.
 
 Precedence: stage defaults (the paper's values for `net` or `gan`) < TOML file (`--config`) <
-`--set key=value` overrides. Defaults come from Real-ESRGAN `options/train_realesrnet_x4plus.yml`
-(stage net) and `train_realesrgan_x4plus.yml` (stage gan); the official runs use 4 GPUs with a batch
-of 12 per GPU. Everything is validated before any work starts, with messages that say how to fix it.
+`--set key=value` overrides < typed values (`--init-from`, programs such as the quickstart). Defaults
+come from Real-ESRGAN `options/train_realesrnet_x4plus.yml` (stage net) and `train_realesrgan_x4plus.yml`
+(stage gan); the official runs use 4 GPUs with a batch of 12 per GPU. Everything is validated before any
+work starts, with messages that say how to fix it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from degrade import DegradationConfig
-from degrade.tomlio import ConfigError, apply_overrides, to_dict, to_toml
-from shards.imagesize import MAX_SAMPLE_PIXELS
+from degrade.config import SUPPORTED_SCALES
+from degrade.tomlio import ConfigError, from_dict, override_data, override_keys, to_dict, to_toml
+from models.compact import CompactSpec
+from models.ema import EMA_DECAY, check_decay
+from models.rrdbnet import RRDBNetSpec
 from shards.read import LoaderConfig
 
 try:  # Python 3.11+
@@ -29,41 +33,59 @@ __all__ = ["DataConfig", "NetworkConfig", "OptimConfig", "LossConfig", "TrainCon
 PERCEPTUAL_LAYERS = ("conv1_2", "conv2_2", "conv3_4", "conv4_4", "conv5_4")
 
 
+# DataConfig fields that are LoaderConfig fields of the same name and meaning: their defaults are LoaderConfig's
+# and `DataConfig.loader_config` passes them on (tests/pipelines/test_train_config_sources.py checks both).
+LOADER_FIELDS = ("batch_size", "patch_size", "shuffle_buffer", "hflip", "rot", "num_workers", "strict", "max_pixels")
+
+
 @dataclass(frozen=True)
 class DataConfig:
-    """Training data: shards of HR patches (from `cli.py shard`)."""
+    """Training data: shards of HR patches (from `cli.py shard`); the loader settings default to LoaderConfig's."""
 
     # A shard folder with manifest.json, a brace pattern, or URLs. SECURITY: a "pipe:CMD" URL runs CMD in a shell
     # (webdataset), so a config is as trusted as a shell script; names read from a manifest never are commands.
     shards: str = ""
     manifest: str = ""  # a local manifest.json for remote shards
-    batch_size: int = 12  # per process
-    patch_size: int = 400  # GT patch fed to the degradation (the reference dataset's crop_pad_size)
+    batch_size: int = LoaderConfig.batch_size  # per process (12)
+    patch_size: int = LoaderConfig.patch_size  # GT patch fed to the degradation (the dataset's crop_pad_size, 400)
     gt_size: int = 256  # GT crop after degradation; the LQ crop is gt_size / scale
-    num_workers: int = LoaderConfig.num_workers  # one source of truth: shards.read.LoaderConfig (5 per GPU)
-    shuffle_buffer: int = 512
-    hflip: bool = True
-    rot: bool = False
-    strict: bool = False  # a corrupt or missing shard is fatal instead of skipped with a warning
-    max_pixels: int = MAX_SAMPLE_PIXELS  # a sample declaring more pixels is a bad sample, never decoded (0: off)
+    num_workers: int = LoaderConfig.num_workers  # loader processes per training process (5 per GPU)
+    shuffle_buffer: int = LoaderConfig.shuffle_buffer
+    hflip: bool = LoaderConfig.hflip
+    rot: bool = LoaderConfig.rot
+    strict: bool = LoaderConfig.strict  # a corrupt or missing shard is fatal instead of skipped with a warning
+    max_pixels: int = LoaderConfig.max_pixels  # a sample declaring more pixels is a bad sample, never decoded (0: off)
+
+    def loader_config(self, seed: int) -> LoaderConfig:
+        """The streaming loader's config for these settings (the seed is the run's)."""
+        return LoaderConfig(self.shards, seed=seed, manifest=self.manifest or None,
+                            **{name: getattr(self, name) for name in LOADER_FIELDS})
 
 
 @dataclass(frozen=True)
 class NetworkConfig:
     """Generator (RRDBNet or SRVGGNetCompact) and U-Net discriminator sizes (the paper's, reference §3).
 
-    ``arch = "compact"`` builds SRVGGNetCompact(num_feat, num_conv, act_type) as realesr-general-x4v3
-    (num_feat 64, num_conv 32, prelu) / animevideov3 (num_conv 16); num_block / num_grow_ch are RRDBNet-only.
+    The generator's sizes default to `models.rrdbnet.RRDBNetSpec`'s (x4plus) and become a spec with
+    `generator_spec(scale)`, which also checks them. ``arch = "compact"`` builds SRVGGNetCompact(num_feat,
+    num_conv, act_type) as realesr-general-x4v3 (num_feat 64, num_conv 32, prelu) / animevideov3 (num_conv 16);
+    num_block / num_grow_ch are RRDBNet-only.
     """
 
     arch: Literal["rrdbnet", "compact"] = "rrdbnet"
-    num_feat: int = 64
-    num_block: int = 23
-    num_grow_ch: int = 32
-    num_conv: int = 32  # compact only
-    act_type: Literal["prelu", "leakyrelu", "relu"] = "prelu"  # compact only
+    num_feat: int = RRDBNetSpec.num_feat
+    num_block: int = RRDBNetSpec.num_block
+    num_grow_ch: int = RRDBNetSpec.num_grow_ch
+    num_conv: int = 32  # compact only: realesr-general-x4v3's (CompactSpec defaults to animevideov3's 16)
+    act_type: Literal["prelu", "leakyrelu", "relu"] = CompactSpec.act_type  # compact only
     disc_num_feat: int = 64
     disc_skip_connection: bool = True
+
+    def generator_spec(self, scale: int) -> RRDBNetSpec | CompactSpec:
+        """The generator these settings describe (``models.weights.build_generator`` builds it)."""
+        if self.arch == "compact":
+            return CompactSpec(scale, self.num_feat, self.num_conv, self.act_type)
+        return RRDBNetSpec(scale, self.num_block, self.num_feat, self.num_grow_ch)
 
 
 @dataclass(frozen=True)
@@ -104,7 +126,7 @@ class TrainConfig:
     run_dir: str = "runs/realesrnet_x4plus"
     init_from: str = ""  # weights file or builtin name; stage gan starts from the net stage's EMA weights
     init_key: str = "params_ema"
-    ema_decay: float = 0.999
+    ema_decay: float = EMA_DECAY  # in [0, 1): models.ema.check_decay
     queue_size: int = 180  # training-pair pool per process; 0 disables it
     crop_before_degrade: bool = False  # crop the 256 GT before degrading (~2x cheaper, see README)
     log_every: int = 100
@@ -129,7 +151,7 @@ class TrainConfig:
     degradation: DegradationConfig = field(default_factory=DegradationConfig)
 
     def __post_init__(self) -> None:
-        validate(self)
+        check_config(self)
 
     @property
     def lq_size(self) -> int:
@@ -158,15 +180,19 @@ def _validate_network(cfg: TrainConfig) -> None:
               "(degrade.config.SUPPORTED_SCALES). Train x4 and resize, or use the released realesr-animevideov3-x3")
 
 
-def validate(cfg: TrainConfig) -> None:
+def check_config(cfg: TrainConfig) -> None:
     """Cross-field checks of the footguns users hit (reference issues on scale, gt_size, pool, iterations)."""
     data = cfg.data
     _validate_network(cfg)
     if cfg.scale not in (1, 2, 4):
         _fail(f"scale must be 1, 2 or 4 (RRDBNet uses pixel-unshuffle for 2 and 1), got {cfg.scale}")
     if cfg.degradation.scale != cfg.scale:
-        _fail(f"degradation.scale ({cfg.degradation.scale}) must equal scale ({cfg.scale}): set both, e.g. "
-              f"--set scale={cfg.scale} --set degradation.scale={cfg.scale}")
+        _fail(f"degradation.scale ({cfg.degradation.scale}) must equal scale ({cfg.scale}): leave degradation.scale "
+              f"out (it follows scale) or set both, e.g. --set scale={cfg.scale} --set degradation.scale={cfg.scale}")
+    try:
+        cfg.network.generator_spec(cfg.scale)
+    except ValueError as error:
+        _fail(f"network: {error}")
     if data.gt_size % cfg.scale or data.patch_size % cfg.scale:
         _fail(f"data.gt_size ({data.gt_size}) and data.patch_size ({data.patch_size}) must be divisible by "
               f"scale ({cfg.scale})")
@@ -191,8 +217,10 @@ def validate(cfg: TrainConfig) -> None:
             _fail(f"{name} must be at least 1, got {getattr(cfg, name)}")
     if any(m < 1 for m in cfg.optim.milestones) or list(cfg.optim.milestones) != sorted(cfg.optim.milestones):
         _fail(f"optim.milestones must be increasing positive iterations, got {list(cfg.optim.milestones)}")
-    if not 0 <= cfg.ema_decay < 1:
-        _fail(f"ema_decay must be in [0, 1), got {cfg.ema_decay}")
+    try:
+        check_decay(cfg.ema_decay, "ema_decay")
+    except ValueError as error:
+        _fail(str(error))
     if data.num_workers < 0:
         _fail(f"data.num_workers must be >= 0, got {data.num_workers}")
     if cfg.val_select not in ("psnr", "ssim", "niqe", "none"):
@@ -243,9 +271,11 @@ def stage_defaults(stage: str) -> dict:
     return to_dict(cfg)
 
 
-def load_train_config(stage: str | None = None, path: Path | None = None,
-                      overrides: Sequence[str] = ()) -> TrainConfig:
-    """Stage defaults < TOML file < overrides. The stage comes from ``stage``, else the file, else net."""
+def load_train_config(stage: str | None = None, path: Path | None = None, overrides: Sequence[str] = (),
+                      values: Mapping[str, Any] | None = None) -> TrainConfig:
+    """Stage defaults < TOML file < ``overrides`` (``key=value`` texts, as ``--set``) < ``values`` (dotted key ->
+    typed value, for programs and flags: nothing is turned into TOML text). The stage comes from ``stage``, else
+    the file, else net."""
     file_data: dict = {}
     if path is not None:
         try:
@@ -264,9 +294,21 @@ def load_train_config(stage: str | None = None, path: Path | None = None,
     merged = _merge(base, file_data)
     merged["stage"] = chosen
     try:
-        return apply_overrides(TrainConfig, merged, overrides)
+        data = override_data(merged, overrides, values)
+        return from_dict(TrainConfig, _follow_scale(data, file_data, override_keys(overrides, values)))
     except ConfigError as error:
         raise ConfigError(f"{path}: {error}" if path else str(error)) from error
+
+
+def _follow_scale(data: dict, file_data: dict, overridden: set[str]) -> dict:
+    """One source: ``degradation.scale`` follows ``scale`` unless the file or an override sets it (check_config() then
+    checks that they agree), so ``--set scale=2`` is enough. A scale the degradation does not support is left to
+    validate(), whose message says why (x3)."""
+    in_file = isinstance(file_data.get("degradation"), dict) and "scale" in file_data["degradation"]
+    if not in_file and "degradation.scale" not in overridden and data.get("scale") in SUPPORTED_SCALES \
+            and isinstance(data.get("degradation"), dict):
+        data["degradation"]["scale"] = data["scale"]
+    return data
 
 
 def _merge(base: dict, update: dict) -> dict:

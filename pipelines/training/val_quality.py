@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from models.weights import export_generator
-from pipelines.common import write_bytes_atomic
+from pipelines.common import rgb_to_tensor, tensor_to_rgb, write_bytes_atomic
 from pipelines.inference.quality import niqe, psnr, ssim
 from pipelines.inference.upscale import IMAGE_SUFFIXES
 from pipelines.training.metrics import MetricsWriter
@@ -57,8 +57,7 @@ def read_lq_folder(folder: str, limit: int) -> list[tuple[str, np.ndarray]]:
 
 def _niqe_or_none(rgb_uint8: np.ndarray, device: torch.device) -> float | None:
     try:
-        tensor = torch.from_numpy(rgb_uint8).permute(2, 0, 1).float().div(255).to(device)
-        return float(niqe(tensor[None])[0])
+        return float(niqe(rgb_to_tensor(rgb_uint8, device))[0])
     except ValueError:  # smaller than two 96x96 blocks, or flat: no NIQE for this image
         return None
 
@@ -75,9 +74,7 @@ def score_lq(model: nn.Module, images: list[tuple[str, np.ndarray]], device: tor
     model.eval()
     values = []
     for _, rgb in images:
-        x = torch.from_numpy(rgb).permute(2, 0, 1)[None].float().div(255).to(device)
-        out = (model(x)[0].float().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-        values.append(_niqe_or_none(out, device))
+        values.append(_niqe_or_none(tensor_to_rgb(model(rgb_to_tensor(rgb, device))), device))
     model.train(was_training)
     return {"niqe": _mean(values), "niqe_count": sum(v is not None for v in values), "count": len(images)}
 

@@ -1,13 +1,13 @@
 """Validation on a fixed degraded set: PSNR and SSIM as BasicSR (reference §4.7) and an image grid.
 
 The set is paired shards written by `cli.py degrade` (members ``<key>.gt.png`` and ``<key>.lq.png``),
-read with tarfile and decoded with OpenCV only. The model output is clamped and rounded to 8 bits
-before the metrics, which compare with the raw (unsharpened) GT with ``crop_border = scale``.
+read through the loader's tar stage (`shards.stages.tar_members`) and decoded with OpenCV only. The model
+output is clamped and rounded to 8 bits before the metrics, which compare with the raw (unsharpened) GT with
+``crop_border = scale``.
 """
 
 from __future__ import annotations
 
-import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,8 +16,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipelines.common import write_image_atomic
+from pipelines.common import rgb_to_tensor, tensor_to_rgb, write_image_atomic
 from pipelines.training.metrics import psnr, ssim
+from shards.stages import Problems, tar_members
 
 __all__ = ["ValidationPair", "read_pairs", "validate", "save_grid"]
 
@@ -49,25 +50,39 @@ def _shard_files(spec: str) -> list[Path]:
     return files
 
 
+PAIR_EXTS = ("gt.png", "lq.png")
+PLAIN_EXTS = ("png", "jpg", "jpeg", "webp")  # what a GT shard from `cli.py shard` holds instead
+
+
+def _shard_pairs(shard: Path) -> tuple[dict[str, dict[str, bytes]], int]:
+    """The pair members of one shard by key, read through the loader's tar stage, and its plain-image count."""
+    problems = Problems()  # not strict: the first problem becomes the message below, naming the file
+    members: dict[str, dict[str, bytes]] = {}
+    plain = 0
+    for key, found in tar_members(str(shard), problems, lambda ext, _: ext in PAIR_EXTS, opener=_open_local):
+        plain += sum(ext in PLAIN_EXTS for ext in found)
+        for ext in PAIR_EXTS:
+            if found.get(ext) is not None:
+                members.setdefault(key, {})[ext[:2]] = found[ext]
+    if problems.pending:
+        _, _, detail = problems.pending[0]
+        raise ValueError(f"validation shard {shard} is corrupt or truncated ({detail}); remake the set with "
+                         f"`cli.py degrade`, or set val_shards = \"\" to train without validation")
+    return members, plain
+
+
+def _open_local(path: str):
+    # A found local file, opened as a file: never through webdataset's URL schemes ("pipe:..." runs a command).
+    return open(path, "rb")  # tar_members closes it
+
+
 def read_pairs(spec: str, limit: int | None = None) -> list[ValidationPair]:
-    """Read (LQ, GT) pairs from paired shards, in shard and member order."""
+    """Read (LQ, GT) pairs from paired shards, shard by shard in name order and by key within a shard."""
     pairs: list[ValidationPair] = []
     images_seen = 0
     for shard in _shard_files(spec):
-        members: dict[str, dict[str, bytes]] = {}
-        try:
-            with tarfile.open(shard) as tar:
-                for member in tar:
-                    if not member.isfile():
-                        continue
-                    key, _, ext = member.name.partition(".")
-                    images_seen += ext in ("png", "jpg", "jpeg", "webp")
-                    if ext in ("gt.png", "lq.png"):
-                        members.setdefault(key, {})[ext[:2]] = tar.extractfile(member).read()
-        except (tarfile.TarError, OSError, EOFError) as error:
-            raise ValueError(f"validation shard {shard} is corrupt or truncated ({type(error).__name__}: {error}); "
-                             f"remake the set with `cli.py degrade`, or set val_shards = \"\" to train "
-                             f"without validation") from error
+        members, plain = _shard_pairs(shard)
+        images_seen += plain
         for key in sorted(members):
             found = members[key]
             if set(found) != {"gt", "lq"}:
@@ -85,14 +100,6 @@ def read_pairs(spec: str, limit: int | None = None) -> list[ValidationPair]:
     return pairs
 
 
-def _to_tensor(image: np.ndarray, device: torch.device) -> torch.Tensor:
-    return torch.from_numpy(image).permute(2, 0, 1).unsqueeze(0).float().div(255).to(device)
-
-
-def _to_uint8(tensor: torch.Tensor) -> np.ndarray:
-    return (tensor[0].float().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-
-
 @torch.no_grad()
 def validate(model: nn.Module, pairs: list[ValidationPair], scale: int,
              device: torch.device) -> tuple[dict[str, float], list[tuple[np.ndarray, np.ndarray, np.ndarray]]]:
@@ -102,7 +109,7 @@ def validate(model: nn.Module, pairs: list[ValidationPair], scale: int,
     scores = {"psnr": [], "ssim": []}
     images = []
     for pair in pairs:
-        output = _to_uint8(model(_to_tensor(pair.lq, device)))
+        output = tensor_to_rgb(model(rgb_to_tensor(pair.lq, device)))
         if output.shape != pair.gt.shape:
             raise ValueError(f"validation pair {pair.key}: output {output.shape} vs GT {pair.gt.shape}: "
                              f"was the set made for another scale than x{scale}?")

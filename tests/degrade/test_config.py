@@ -120,3 +120,18 @@ def test_property_set_override_is_inverse_of_dump(cfg, stage, value):
     updated = apply_overrides(DegradationConfig, to_dict(cfg), [f"stages.{stage}.gray_noise_prob={value!r}"])
     expected_stage = dataclasses.replace(cfg.stages[stage], gray_noise_prob=value)
     assert updated.stages[stage] == expected_stage
+
+
+def test_typed_values_are_applied_as_data_after_the_texts():
+    base = to_dict(DegradationConfig())
+    cfg = apply_overrides(DegradationConfig, base, ["scale=2"], {"stages.1.jpeg_range": (40, 90), "scale": 1})
+    assert cfg.scale == 1 and cfg.stages[1].jpeg_range == (40.0, 90.0)  # values come after the texts
+    text = apply_overrides(DegradationConfig, base, ["stages.1.jpeg_range=[40, 90]", "final_resize_modes=['area']"])
+    data = apply_overrides(DegradationConfig, base, values={"stages.1.jpeg_range": [40, 90],
+                                                           "final_resize_modes": ("area",)})
+    assert data == text
+    with pytest.raises(ConfigError, match=r"stages\.9 is not an index below 2"):
+        apply_overrides(DegradationConfig, base, values={"stages.9.jpeg_range": (40, 90)})
+    with pytest.raises(ConfigError, match=r"scale: expected an integer, got '2'"):  # typed values are not parsed
+        apply_overrides(DegradationConfig, base, values={"scale": "2"})
+    assert base == to_dict(DegradationConfig())  # the base is not modified
