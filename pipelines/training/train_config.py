@@ -303,7 +303,7 @@ def load_train_config(stage: str | None = None, path: Path | None = None, overri
 def _follow_scale(data: dict, file_data: dict, overridden: set[str]) -> dict:
     """One source: ``degradation.scale`` follows ``scale`` unless the file or an override sets it (check_config() then
     checks that they agree), so ``--set scale=2`` is enough. A scale the degradation does not support is left to
-    validate(), whose message says why (x3)."""
+    check_config(), whose message says why (x3)."""
     in_file = isinstance(file_data.get("degradation"), dict) and "scale" in file_data["degradation"]
     if not in_file and "degradation.scale" not in overridden and data.get("scale") in SUPPORTED_SCALES \
             and isinstance(data.get("degradation"), dict):
