@@ -5,9 +5,9 @@ kernel allows: the kernels the pipeline builds are zero-padded to 21×21, so the
 (7×7 needs a ninth of the work); a rank-one (separable) kernel, e.g. every isotropic Gaussian, runs as
 two 1-D passes (`cv2.sepFilter2D`); any other kernel goes to `cv2.filter2D`, which itself switches to
 a DFT for large kernels; the identity (a skipped blur) is a copy. The samples are spread over torch's
-threads (`degrade.parallel`). The results equal the 2-D
-correlation with the full kernel within float rounding, and depend only on the sample's own kernel and
-image size, never on the rest of the batch (replay). Other devices, other dtypes and images smaller
+threads (`degrade.parallel`). The results equal the 2-D correlation with the full kernel within float
+rounding, and depend only on the sample's own kernel and image size, never on the rest of the batch or
+the thread count (replay). Other devices, other dtypes and images smaller
 than the padding use one grouped convolution for the whole batch.
 """
 
