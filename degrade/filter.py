@@ -7,8 +7,8 @@ two 1-D passes (`cv2.sepFilter2D`); any other kernel goes to `cv2.filter2D`, whi
 a DFT for large kernels; the identity (a skipped blur) is a copy. The samples are spread over torch's
 threads (`degrade.parallel`). The results equal the 2-D correlation with the full kernel within float
 rounding, and depend only on the sample's own kernel and image size, never on the rest of the batch or
-the thread count (replay). Other devices, other dtypes and images smaller
-than the padding use one grouped convolution for the whole batch.
+the thread count (replay). Other devices, other dtypes and images smaller than the padding use one
+grouped convolution for the whole batch.
 """
 
 from __future__ import annotations
