@@ -160,6 +160,17 @@ def cpu_info() -> dict:
             "avx512f": "avx512f" in flags, "avx512_bf16": "avx512_bf16" in flags, "amx": "amx_tile" in flags}
 
 
+def git_commit() -> str | None:
+    """The commit of the code measured (with "+dirty" for uncommitted changes), for the JSON's provenance."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
+                               capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", type=int, default=20, help="timed batches of ours per round")
@@ -180,7 +191,7 @@ def main() -> None:
     report: dict = {"benchmark": "degrade", "what": "make_training_pair (= the reference's dataset kernels + "
                     "feed_data) per batch", "date_utc": datetime.datetime.now(datetime.timezone.utc)
                     .isoformat(timespec="seconds"), "torch": torch.__version__, "opencv": cv2.__version__,
-                    "numpy": np.__version__, "threads": args.threads, **cpu_info(),
+                    "numpy": np.__version__, "commit": git_commit(), "threads": args.threads, **cpu_info(),
                     "batch": [args.batch_size, 3, args.size, args.size], "per_sample": args.per_sample,
                     "loadavg_at_start": list(os.getloadavg()), "rounds": [], "command": " ".join(sys.argv)}
     ours: dict[str, list[dict]] = {name: [] for name in devices}

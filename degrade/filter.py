@@ -4,10 +4,11 @@ On CPU (float32/float64) each sample is filtered on its own through OpenCV, on t
 kernel allows: the kernels the pipeline builds are zero-padded to 21×21, so the zero border is cut off
 (7×7 needs a ninth of the work); a rank-one (separable) kernel, e.g. every isotropic Gaussian, runs as
 two 1-D passes (`cv2.sepFilter2D`); any other kernel goes to `cv2.filter2D`, which itself switches to
-a DFT for large kernels; the identity (a skipped blur) is a copy. The results equal the 2-D
-correlation with the full kernel within float rounding, and depend only on the sample's own kernel and
-image size, never on the rest of the batch (replay). Other devices, other dtypes and images smaller
-than the padding use one grouped convolution for the whole batch.
+a DFT for large kernels; the identity (a skipped blur) is a copy. The samples are spread over torch's
+threads (`degrade.parallel`). The results equal the 2-D correlation with the full kernel within float
+rounding, and depend only on the sample's own kernel and image size, never on the rest of the batch or
+the thread count (replay). Other devices, other dtypes and images smaller than the padding use one
+grouped convolution for the whole batch.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from degrade.checks import check_dtype
+from degrade.parallel import run_parallel
 
 __all__ = ["filter2d", "reflect_pad", "reflect_indices", "kernel_support", "separable_factors"]
 
@@ -152,6 +154,6 @@ def _filter2d_opencv(images: Tensor, kernels: Tensor) -> Tensor:
     source = images.detach().contiguous().numpy()
     weights = kernels.detach().contiguous().numpy()
     out = np.empty_like(source)
-    for b in range(source.shape[0]):
-        _filter_sample_opencv(source[b], weights[b if weights.shape[0] > 1 else 0], out[b])
+    shared = weights.shape[0] == 1
+    run_parallel(lambda b: _filter_sample_opencv(source[b], weights[0 if shared else b], out[b]), source.shape[0])
     return torch.from_numpy(out)

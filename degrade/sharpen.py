@@ -4,11 +4,14 @@ The reference blurs with a 51×51 2-D Gaussian (cv2.getGaussianKernel(51, 0) ⊗
 per call. A Gaussian is separable and reflect padding is separable, so two 1-D passes over the
 reflect-padded image give the same result with 102 instead of 2,601 multiply-adds per pixel; this
 is where most of the speed-up over the reference comes from (USM is ~80% of its degradation time).
-On CPU the two passes run through OpenCV's vectorized `sepFilter2D` plane by plane; elsewhere (and for
-images not larger than the blur half-size) as two band-matrix products.
+On CPU the two passes run through OpenCV's vectorized `sepFilter2D` plane by plane, the planes spread
+over torch's threads (`degrade.parallel`); elsewhere (and for images not larger than the blur half-size)
+as two band-matrix products.
 """
 
 from __future__ import annotations
+
+import threading
 
 import cv2
 import numpy as np
@@ -17,6 +20,7 @@ from torch import Tensor
 
 from degrade.checks import check_images
 from degrade.filter import _check_images, reflect_indices
+from degrade.parallel import run_parallel
 
 __all__ = ["gaussian_taps", "reflect_band_matrix", "gaussian_blur_separable", "usm_sharpen", "USMSharpen"]
 
@@ -74,30 +78,68 @@ def _opencv_applies(images: Tensor, half: int) -> bool:
             and not images.requires_grad)
 
 
-def _usm_opencv(images: Tensor, taps: Tensor, weight: float, threshold: float) -> Tensor:
-    """CPU path of `usm_sharpen`: the same formula, plane by plane, so every intermediate stays in cache.
+def mask_threshold(threshold: float, dtype: np.dtype | type) -> np.floating:
+    """The largest x of ``dtype`` with fl(x·255) ≤ threshold, so that ``|r|·255 > threshold ⇔ |r| > x``.
 
-    Each step computes what the tensor formula computes (same operations in the same order), only in
-    place on one plane at a time instead of on whole-batch temporaries (a pass over memory each).
+    Rounding is monotone, so fl(x·255) > t holds exactly above one cut; comparing |r| with that cut
+    gives the mask of the tensor formula bit for bit with one pass instead of two (scale, compare).
+    The comparison runs in the images' dtype, as torch compares a float32 tensor with a Python float.
+    """
+    dtype = np.dtype(dtype)
+    t, scale = dtype.type(threshold), dtype.type(255)
+    if not np.isfinite(t):
+        return t  # ±inf, NaN: |r| > t is then exactly |r|·255 > t
+    with np.errstate(over="ignore"):
+        x = dtype.type(t / scale)
+        while x * scale > t:
+            x = np.nextafter(x, dtype.type(-np.inf))
+        while np.nextafter(x, dtype.type(np.inf)) * scale <= t:
+            x = np.nextafter(x, dtype.type(np.inf))
+    return x
+
+
+_scratch = threading.local()
+
+
+def _plane_buffers(shape: tuple[int, ...], dtype: np.dtype) -> list[np.ndarray]:
+    """Three work planes per thread, kept between calls (allocating them is a page-fault pass each)."""
+    key = (shape, dtype.str)
+    cached = getattr(_scratch, "usm", None)
+    if cached is None or cached[0] != key:
+        cached = (key, [np.empty(shape, dtype) for _ in range(3)])
+        _scratch.usm = cached
+    return cached[1]
+
+
+def _usm_plane(image: np.ndarray, kernel: np.ndarray, weight: float, cut: np.floating, out: np.ndarray) -> None:
+    """USM of one plane into ``out``: the tensor formula's operations in its order, in place, while in cache."""
+    work, residual, soft = _plane_buffers(image.shape, image.dtype)
+    cv2.sepFilter2D(image, -1, kernel, kernel, dst=work, borderType=cv2.BORDER_REFLECT_101)
+    np.subtract(image, work, out=residual)
+    np.abs(residual, out=work)
+    cv2.threshold(work, float(cut), 1.0, cv2.THRESH_BINARY, dst=work)  # the mask as 0.0 / 1.0, see mask_threshold
+    cv2.sepFilter2D(work, -1, kernel, kernel, dst=soft, borderType=cv2.BORDER_REFLECT_101)
+    np.multiply(residual, weight, out=residual)
+    np.add(image, residual, out=residual)
+    np.clip(residual, 0, 1, out=residual)  # sharp
+    np.subtract(1, soft, out=work)
+    np.multiply(work, image, out=out)
+    np.multiply(soft, residual, out=soft)
+    np.add(soft, out, out=out)  # soft·sharp + (1 − soft)·img
+
+
+def _usm_opencv(images: Tensor, taps: Tensor, weight: float, threshold: float) -> Tensor:
+    """CPU path of `usm_sharpen`: the same formula plane by plane, the planes spread over torch's threads.
+
+    Every step computes what the tensor formula computes (same operations in the same order, so the
+    same numbers), only in place on one plane at a time instead of on whole-batch temporaries (a pass
+    over memory each).
     """
     source = images.detach().contiguous().numpy().reshape(-1, *images.shape[-2:])
     kernel = taps.detach().numpy()
     out = np.empty_like(source)
-    residual, soft, work = (np.empty_like(source[0]) for _ in range(3))
-    for plane, image in enumerate(source):
-        cv2.sepFilter2D(image, -1, kernel, kernel, dst=work, borderType=cv2.BORDER_REFLECT_101)
-        np.subtract(image, work, out=residual)
-        np.abs(residual, out=work)
-        np.multiply(work, 255, out=work)
-        np.greater(work, threshold, out=work)  # the mask as 0.0 / 1.0
-        cv2.sepFilter2D(work, -1, kernel, kernel, dst=soft, borderType=cv2.BORDER_REFLECT_101)
-        np.multiply(residual, weight, out=residual)
-        np.add(image, residual, out=residual)
-        np.clip(residual, 0, 1, out=residual)  # sharp
-        np.multiply(soft, residual, out=residual)
-        np.subtract(1, soft, out=soft)
-        np.multiply(soft, image, out=soft)
-        np.add(residual, soft, out=out[plane])
+    cut = mask_threshold(threshold, source.dtype)
+    run_parallel(lambda p: _usm_plane(source[p], kernel, weight, cut, out[p]), source.shape[0])
     return torch.from_numpy(out.reshape(images.shape))
 
 
@@ -106,8 +148,11 @@ def _blur_opencv(images: Tensor, taps: Tensor) -> Tensor:
     source = images.detach().contiguous().numpy().reshape(-1, *images.shape[-2:])
     kernel = taps.detach().numpy()
     out = np.empty_like(source)
-    for plane in range(source.shape[0]):
+
+    def blur(plane: int) -> None:
         cv2.sepFilter2D(source[plane], -1, kernel, kernel, dst=out[plane], borderType=cv2.BORDER_REFLECT_101)
+
+    run_parallel(blur, source.shape[0])
     return torch.from_numpy(out.reshape(images.shape))
 
 
