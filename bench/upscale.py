@@ -150,7 +150,7 @@ def run_reference(python: str, args: argparse.Namespace, store: dict[str, list[f
         out = Path(tmp) / "ref.json"
         script = REPO / "bench" / "reference" / "ref_upscale.py"
         argv = [str(script), "--repeats", "1", "--threads", str(args.threads), "--size", str(args.size),
-                "--out", str(out)]
+                "--modes", *args.modes, "--out", str(out)]
         # The script times with time.perf_counter; --clock process swaps in the same clock as ours, unmodified.
         wrapper = (f"import runpy, sys, time; time.perf_counter = time.{CLOCKS[args.clock]}; "
                    f"sys.path.insert(0, {str(script.parent)!r}); sys.argv = {argv!r}; "

@@ -15,6 +15,7 @@ bench/reference/ref_upscale.py compute the same pixels. Routes (--routes):
   ort               onnxruntime as --backend onnxruntime (sequential, intra-op threads = --threads)
   ort-all-nospin    + graph_optimization_level ORT_ENABLE_ALL explicitly, intra-op spinning off
   ov-latency        OpenVINO as --backend openvino (LATENCY hint, 1 stream, f32 hint, --threads threads)
+  ov-static         ov-latency compiled for the timed input shape only (static, not dynamic H / W)
   ov-throughput     OpenVINO THROUGHPUT hint (streams chosen by OpenVINO), f32 hint, --threads threads
   ov-latency-denorm ov-latency + CPU_DENORMALS_OPTIMIZATION
   ncnn              ncnn fp32 (fp16 / bf16 storage and arithmetic off; Winograd where ncnn picks it)
@@ -57,7 +58,7 @@ from pipelines.inference.upscale import prepare_model  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 ROUTES = ("torch-cl", "torch-nchw", "torch-flush", "torch-jit-freeze", "torch-compile", "nnpack", "ort",
-          "ort-all-nospin", "ov-latency", "ov-throughput", "ov-latency-denorm", "ncnn")
+          "ort-all-nospin", "ov-latency", "ov-static", "ov-throughput", "ov-latency-denorm", "ncnn")
 
 
 class Wrapped(backends._StandIn):
@@ -80,10 +81,12 @@ class FlushDenormal(Wrapped):
             torch.set_flush_denormal(False)
 
 
-def openvino_route(model: nn.Module, threads: int, config: dict) -> Wrapped:
+def openvino_route(model: nn.Module, threads: int, config: dict, static: tuple[int, ...] | None = None) -> Wrapped:
     import openvino as ov
 
     network = ov.convert_model(io.BytesIO(backends.export_onnx(model)))
+    if static is not None:  # compiled for one input shape (the timed one) instead of dynamic batch / height / width
+        network.reshape(list(static))
     compiled = ov.Core().compile_model(network, "CPU", {"INFERENCE_NUM_THREADS": threads,
                                                         "INFERENCE_PRECISION_HINT": "f32", **config})
     request = compiled.create_infer_request()
@@ -166,6 +169,8 @@ def build(name: str, model: nn.Module, shape: tuple[int, ...], threads: int, tmp
         route = ort_route(model, threads, name != "ort")
     elif name == "ov-latency":
         route = openvino_route(model, threads, {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1})
+    elif name == "ov-static":
+        route = openvino_route(model, threads, {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1}, static=shape)
     elif name == "ov-throughput":
         route = openvino_route(model, threads, {"PERFORMANCE_HINT": "THROUGHPUT"})
     elif name == "ov-latency-denorm":

@@ -1,5 +1,6 @@
-"""Inference backends and precision for ``cli.py upscale``: torch, or the same network exported to ONNX and run
-by onnxruntime or OpenVINO (optional extras, imported lazily).
+"""Inference backends and precision for ``cli.py upscale``: torch, torch with NNPACK's Winograd convolutions
+(``pipelines.inference.nnpack``), or the same network exported to ONNX and run by onnxruntime or OpenVINO
+(optional extras, imported lazily).
 
 A backend is an ``nn.Module`` that stands in for the torch model exactly where ``pipelines.inference.tiling`` calls it
 once per batch of tiles: (B, 3, h, w) float32 on the CPU in, (B, 3, h * s, w * s) out. Everything around that
@@ -16,8 +17,9 @@ Precision (``--precision``; ``--half`` is an alias of fp16):
   (README, "Upscale precision"), far outside it, so ``auto`` is fp32 on every CPU and bf16 is opt-in.
 
 Backend ``auto``: torch on CUDA; on the CPU the fastest installed backend for the precision, in the order
-``AUTO_ORDER`` measured by ``bench/upscale.py --backends`` (README table): OpenVINO, then onnxruntime, then
-torch for fp32 on an AVX2 EPYC; torch is always available.
+``AUTO_ORDER`` measured side by side by ``bench/upscale.py --backend ...`` and ``bench/upscale_routes.py`` (README,
+Benchmarks): for fp32 NNPACK (part of torch's CPU builds; Winograd needs fewer multiplications than the direct
+convolutions of the other three), then OpenVINO, onnxruntime and torch; torch is always available.
 
 The ONNX graph is exported in memory for each run (about 2 s for x4plus, once per run, not per image): no
 cache directory to invalidate when weights change, nothing written outside the output folder.
@@ -46,7 +48,8 @@ RUNTIME_MODULES = {"onnxruntime": ("onnx", "onnxruntime"), "openvino": ("onnx", 
 # What each backend can run on the CPU; fp16 convolutions are CUDA-only here (no CPU fp16 kernels worth using).
 CPU_PRECISIONS = {"torch": ("fp32", "bf16"), "nnpack": ("fp32",), "onnxruntime": ("fp32",),
                   "openvino": ("fp32", "bf16")}
-# Fastest first at equal precision, measured on the CPU (bench/results/upscale_backends*.json).
+# Fastest first at equal precision, measured on the CPU (bench/results/upscale_tiled128_backends.json,
+# upscale_routes_96.json, upscale_backends*.json).
 AUTO_ORDER = {"fp32": ("nnpack", "openvino", "onnxruntime", "torch"), "bf16": ("openvino", "torch")}
 # auto on the CPU takes a reduced precision only if x4plus stays this close to fp32 (1/255 levels): about the
 # default tiling's own error at tile 512, overlap 64 (pipelines.inference.tiling docstring).
