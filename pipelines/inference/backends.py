@@ -18,8 +18,8 @@ Precision (``--precision``; ``--half`` is an alias of fp16):
 
 Backend ``auto``: torch on CUDA; on the CPU the fastest installed backend for the precision, in the order
 ``AUTO_ORDER`` measured side by side by ``bench/upscale.py --backend ...`` and ``bench/upscale_routes.py`` (README,
-Benchmarks): for fp32 NNPACK (part of torch's CPU builds; Winograd needs fewer multiplications than the direct
-convolutions of the other three), then OpenVINO, onnxruntime and torch; torch is always available.
+Benchmarks): for fp32 OpenVINO, then onnxruntime, then torch; torch is always available. NNPACK (Winograd) is
+opt-in: faster on one thread at small sizes, but slower than torch with two threads at tile 128 on this EPYC.
 
 The ONNX graph is exported in memory for each run (about 2 s for x4plus, once per run, not per image): no
 cache directory to invalidate when weights change, nothing written outside the output folder.
@@ -50,7 +50,7 @@ CPU_PRECISIONS = {"torch": ("fp32", "bf16"), "nnpack": ("fp32",), "onnxruntime":
                   "openvino": ("fp32", "bf16")}
 # Fastest first at equal precision, measured on the CPU (bench/results/upscale_tiled128_backends.json,
 # upscale_routes_96.json, upscale_backends*.json).
-AUTO_ORDER = {"fp32": ("nnpack", "openvino", "onnxruntime", "torch"), "bf16": ("openvino", "torch")}
+AUTO_ORDER = {"fp32": ("openvino", "onnxruntime", "torch"), "bf16": ("openvino", "torch")}  # nnpack: opt-in
 # auto on the CPU takes a reduced precision only if x4plus stays this close to fp32 (1/255 levels): about the
 # default tiling's own error at tile 512, overlap 64 (pipelines.inference.tiling docstring).
 CPU_AUTO_TOLERANCE_255 = {"max": 2.0, "p999": 1.0}

@@ -1,4 +1,4 @@
-"""CPU fp32 inference with NNPACK's Winograd convolutions (``--backend nnpack``; what ``auto`` runs on the CPU).
+"""CPU fp32 inference with NNPACK's Winograd convolutions (``--backend nnpack``, opt-in; see the README table).
 
 RRDBNet spends about 90 % of a CPU forward in 3x3 convolutions. torch (oneDNN), onnxruntime (MLAS) and
 OpenVINO (oneDNN) all compute them directly on AVX2, one multiply-add per weight and pixel. NNPACK, which

@@ -71,9 +71,7 @@ def test_auto_precision_is_fp16_on_cuda_and_fp32_on_the_cpu() -> None:
 def test_auto_backend_takes_the_fastest_installed_runtime(monkeypatch) -> None:
     installed = {"nnpack": True, "openvino": True, "onnxruntime": True}
     monkeypatch.setattr(backends, "runtime_available", lambda name: installed[name])
-    assert backends.resolve_backend("auto", CPU, "fp32") == "nnpack"
-    assert backends.resolve_backend("auto", CPU, "bf16") != "nnpack"  # fp32 only
-    installed["nnpack"] = False  # a torch build without NNPACK
+    # nnpack is opt-in: slower than torch with two threads at tile 128 (README, Benchmarks)
     assert backends.resolve_backend("auto", CPU, "fp32") == "openvino"
     assert backends.resolve_backend("auto", CUDA, "fp16") == "torch"  # runtimes run on the CPU here
     installed["openvino"] = False
