@@ -9,8 +9,8 @@ residual sums, nearest upsampling, pixel unshuffle) stays torch's own operations
 in float32 with a different summation order inside the convolutions.
 
 Accuracy: Winograd rounding is larger than a direct convolution's but stays far inside 1/255 of the torch fp32
-path (a seeded random x4 net, 23 blocks, differed by < 0.003 / 255 on a 64x64 input; the released x4plus
-weights are measured on the bundled photos by ``bench/upscale_backends.py --errors --variants nnpack-fp32``);
+path: the released x4plus weights differ by at most 0.006 / 255 on the bundled photos
+(``bench/upscale_backends.py --errors --variants nnpack-fp32``, bench/results/upscale_precision_nnpack_x4plus.json);
 tests/pipelines/test_nnpack.py checks 1/255 for tiles, all image kinds, x4 / x2 / x1 and the released weights.
 
 Two details the wrapper takes care of:
