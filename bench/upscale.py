@@ -11,6 +11,8 @@ and min are reported because other jobs share the CPU.
         # bench/reference/ref_upscale.py, one run each per round, so both see the same CPU contention
     python bench/upscale.py --threads 1 --clock process --repeats 1 --rounds 2 --reference-python ...
         # CPU seconds on one thread: the comparison least disturbed by other jobs on a shared machine
+    python bench/upscale.py --backend auto openvino torch --repeats 1 --rounds 3 --reference-python ...
+        # several fp32 backends (auto: what `cli.py upscale` runs), alternating with each other and the reference
     python bench/upscale.py --seams --weights realesrgan-x4plus --seam-size 128   # tile-edge errors
     python bench/upscale.py --backends --threads 1 --size 96 --reference-python /opt/refenv/bin/python
         # per backend / precision (torch fp32/bf16, onnxruntime, OpenVINO) with the reference: upscale_backends.py
@@ -41,6 +43,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from models.rrdbnet import RRDBNet  # noqa: E402
+from pipelines.inference import backends  # noqa: E402
 from pipelines.inference.tiling import default_overlap, upscale_tensor  # noqa: E402
 from pipelines.inference.upscale import TileState, build_model, enhance, prepare_model  # noqa: E402
 
@@ -103,29 +106,42 @@ def summarize(runs: list[float], megapixels: float) -> dict:
 
 
 def timing(args: argparse.Namespace, device: torch.device, half: bool, rounds: int = 1,
-           between_rounds=None) -> dict:
-    """Time every mode; with ``rounds`` > 1 the modes alternate and ``between_rounds(r)`` runs between them."""
+           between_rounds=None) -> list[dict]:
+    """Time every mode of every --backend (one result each); with ``rounds`` > 1 the backends and modes
+    alternate, and ``between_rounds(r)`` runs before each round."""
     model = load_model(device, half)
+    precision = "fp16" if half else "fp32"
+    names = args.backend if device.type == "cpu" else ["torch"]
+    variants = {}
+    for name in names:  # auto resolves as `cli.py upscale` does; a backend asked twice runs once
+        resolved = backends.resolve_backend(name, device, precision)
+        variants.setdefault(resolved, backends.wrap_model(model, resolved, precision, args.threads))
     src = cv2.imread(str(REPO / "samples" / "astronaut.png"), cv2.IMREAD_COLOR)
     image, small = centre_crop(src, args.size), centre_crop(src, 64)
     chosen = modes(args, model)
-    runs: dict[str, list[float]] = {m: [] for m in chosen}
-    outputs: dict[str, np.ndarray] = {}
+    runs: dict[tuple[str, str], list[float]] = {(b, m): [] for b in variants for m in chosen}
+    outputs: dict[tuple[str, str], np.ndarray] = {}
     for r in range(rounds):
         if between_rounds is not None:
             between_rounds(r)
-        for mode, tiling in chosen.items():
-            times, outputs[mode] = time_mode(model, image, small, tiling, args.repeats, device,
-                                             args.clock if device.type == "cpu" else "wall")
-            runs[mode] += times
+        for backend, wrapped in variants.items():
+            for mode, tiling in chosen.items():
+                times, outputs[backend, mode] = time_mode(wrapped, image, small, tiling, args.repeats, device,
+                                                          args.clock if device.type == "cpu" else "wall")
+                runs[backend, mode] += times
     megapixels = args.size * args.size / 1e6
-    result = {m: {"tile": t, "overlap": ov, "tile_batch": b or "auto", **summarize(runs[m], megapixels)}
-              for m, (t, ov, b) in chosen.items()}
-    if "untiled" in outputs:
-        for mode in (m for m in outputs if m != "untiled"):
-            diff = np.abs(outputs[mode].astype(int) - outputs["untiled"].astype(int))
+    results = []
+    for backend in variants:
+        result = {m: {"tile": t, "overlap": ov, "tile_batch": b or "auto", **summarize(runs[backend, m], megapixels)}
+                  for m, (t, ov, b) in chosen.items()}
+        for mode in (m for m in chosen if (backend, "untiled") in outputs and m != "untiled"):
+            diff = np.abs(outputs[backend, mode].astype(int) - outputs[backend, "untiled"].astype(int))
             result[mode]["vs_untiled_uint8"] = {"max": int(diff.max()), "pixels_differing": int((diff > 0).sum())}
-    return {"device": str(device), "half": half, **result}
+        for mode in (m for m in chosen if backend != "torch" and ("torch", m) in outputs):
+            diff = np.abs(outputs[backend, mode].astype(int) - outputs["torch", mode].astype(int))
+            result[mode]["vs_torch_uint8"] = {"max": int(diff.max()), "pixels_differing": int((diff > 0).sum())}
+        results.append({"device": str(device), "half": half, "backend": backend, **result})
+    return results
 
 
 def run_reference(python: str, args: argparse.Namespace, store: dict[str, list[float]]) -> None:
@@ -134,7 +150,7 @@ def run_reference(python: str, args: argparse.Namespace, store: dict[str, list[f
         out = Path(tmp) / "ref.json"
         script = REPO / "bench" / "reference" / "ref_upscale.py"
         argv = [str(script), "--repeats", "1", "--threads", str(args.threads), "--size", str(args.size),
-                "--out", str(out)]
+                "--modes", *args.modes, "--out", str(out)]
         # The script times with time.perf_counter; --clock process swaps in the same clock as ours, unmodified.
         wrapper = (f"import runpy, sys, time; time.perf_counter = time.{CLOCKS[args.clock]}; "
                    f"sys.path.insert(0, {str(script.parent)!r}); sys.argv = {argv!r}; "
@@ -242,6 +258,8 @@ def main() -> None:
     parser.add_argument("--overlaps", type=int, nargs="+",
                         help="tiled modes to time (default: the library's, 16 at tile 128)")
     parser.add_argument("--tile-batches", type=int, nargs="+", default=[0], help="windows per pass (0: auto)")
+    parser.add_argument("--backend", nargs="+", default=["auto"], choices=backends.BACKENDS,
+                        help="CPU backends to time, fp32 (auto: what `cli.py upscale` runs); they alternate per round")
     parser.add_argument("--reference-python", help="e.g. /opt/refenv/bin/python: run the reference alternately")
     parser.add_argument("--rounds", type=int, default=1, help="alternations with --reference-python")
     parser.add_argument("--clock", choices=tuple(CLOCKS), default="wall",
@@ -269,15 +287,16 @@ def main() -> None:
         for name in devices:
             interleave = name == "cpu" and args.reference_python is not None
             hook = (lambda _r: run_reference(args.reference_python, args, reference)) if interleave else None
-            report["results"].append(timing(args, torch.device(name), False, args.rounds if interleave else 1, hook))
+            report["results"] += timing(args, torch.device(name), False, args.rounds if interleave else 1, hook)
             if name == "cuda":
-                report["results"].append(timing(args, torch.device(name), half=True))
-        cpu = next((r for r in report["results"] if r["device"] == "cpu"), None)
-        if cpu is not None and reference:
-            report["vs_reference"] = compare(cpu, interleaved_reference(reference), "bench/reference/ref_upscale.py "
-                                             f"run by this script, alternating with ours ({args.rounds} rounds)")
-        elif cpu is not None and (stored := stored_reference(args)) is not None:
-            report["vs_reference"] = compare(cpu, *stored)
+                report["results"] += timing(args, torch.device(name), half=True)
+        cpu = [r for r in report["results"] if r["device"] == "cpu"]
+        stored = None if reference or not cpu else stored_reference(args)
+        if reference:
+            stored = (interleaved_reference(reference), "bench/reference/ref_upscale.py run by this script, "
+                      f"alternating with ours ({args.rounds} rounds)")
+        if stored is not None:
+            report["vs_reference"] = {r["backend"]: compare(r, *stored) for r in cpu}
     report["loadavg_at_end"] = list(os.getloadavg())
     text = json.dumps(report, indent=2)
     if args.out:

@@ -2,7 +2,8 @@
 
     upscale.py          `upscale`: files and folders, all image kinds, overwrite rules
     tiling.py           seam-free tiled inference, output assembled in place
-    backends.py         torch / onnxruntime / OpenVINO and the precision of a run
+    backends.py         torch / NNPACK / onnxruntime / OpenVINO and the precision of a run
+    nnpack.py           fp32 CPU inference with NNPACK's Winograd convolutions (--backend nnpack, opt-in)
     quality.py          PSNR, SSIM and NIQE (batched, on the images' device); NIQE's pristine model in data/
     evaluate.py         `evaluate`: methods x test sets -> results.json / csv
     evaluate_report.py  table.md and comparison.png of an evaluation

@@ -1,5 +1,6 @@
-"""Inference backends and precision for ``cli.py upscale``: torch, or the same network exported to ONNX and run
-by onnxruntime or OpenVINO (optional extras, imported lazily).
+"""Inference backends and precision for ``cli.py upscale``: torch, torch with NNPACK's Winograd convolutions
+(``pipelines.inference.nnpack``), or the same network exported to ONNX and run by onnxruntime or OpenVINO
+(optional extras, imported lazily).
 
 A backend is an ``nn.Module`` that stands in for the torch model exactly where ``pipelines.inference.tiling`` calls it
 once per batch of tiles: (B, 3, h, w) float32 on the CPU in, (B, 3, h * s, w * s) out. Everything around that
@@ -16,8 +17,9 @@ Precision (``--precision``; ``--half`` is an alias of fp16):
   (README, "Upscale precision"), far outside it, so ``auto`` is fp32 on every CPU and bf16 is opt-in.
 
 Backend ``auto``: torch on CUDA; on the CPU the fastest installed backend for the precision, in the order
-``AUTO_ORDER`` measured by ``bench/upscale.py --backends`` (README table): OpenVINO, then onnxruntime, then
-torch for fp32 on an AVX2 EPYC; torch is always available.
+``AUTO_ORDER`` measured side by side by ``bench/upscale.py --backend ...`` and ``bench/upscale_routes.py`` (README,
+Benchmarks): for fp32 OpenVINO, then onnxruntime, then torch; torch is always available. NNPACK (Winograd) is
+opt-in: faster on one thread at small sizes, but slower than torch with two threads at tile 128 on this EPYC.
 
 The ONNX graph is exported in memory for each run (about 2 s for x4plus, once per run, not per image): no
 cache directory to invalidate when weights change, nothing written outside the output folder.
@@ -34,17 +36,21 @@ import numpy as np
 import torch
 from torch import nn
 
+from pipelines.inference import nnpack
+
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
-Backend = Literal["auto", "torch", "onnxruntime", "openvino"]
+Backend = Literal["auto", "torch", "nnpack", "onnxruntime", "openvino"]
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
-BACKENDS: tuple[str, ...] = ("auto", "torch", "onnxruntime", "openvino")
+BACKENDS: tuple[str, ...] = ("auto", "torch", "nnpack", "onnxruntime", "openvino")
 RUNTIME_EXTRAS = {"onnxruntime": "onnxruntime", "openvino": "openvino"}  # backend -> pyproject extra
 # Packages each extra brings: torch.onnx.export needs `onnx` to write the graph the runtime reads.
 RUNTIME_MODULES = {"onnxruntime": ("onnx", "onnxruntime"), "openvino": ("onnx", "openvino")}
 # What each backend can run on the CPU; fp16 convolutions are CUDA-only here (no CPU fp16 kernels worth using).
-CPU_PRECISIONS = {"torch": ("fp32", "bf16"), "onnxruntime": ("fp32",), "openvino": ("fp32", "bf16")}
-# Fastest first at equal precision, measured on the CPU (bench/results/upscale_backends*.json).
-AUTO_ORDER = {"fp32": ("openvino", "onnxruntime", "torch"), "bf16": ("openvino", "torch")}
+CPU_PRECISIONS = {"torch": ("fp32", "bf16"), "nnpack": ("fp32",), "onnxruntime": ("fp32",),
+                  "openvino": ("fp32", "bf16")}
+# Fastest first at equal precision, measured on the CPU (bench/results/upscale_tiled128_backends.json,
+# upscale_routes_96.json, upscale_backends*.json).
+AUTO_ORDER = {"fp32": ("openvino", "onnxruntime", "torch"), "bf16": ("openvino", "torch")}  # nnpack: opt-in
 # auto on the CPU takes a reduced precision only if x4plus stays this close to fp32 (1/255 levels): about the
 # default tiling's own error at tile 512, overlap 64 (pipelines.inference.tiling docstring).
 CPU_AUTO_TOLERANCE_255 = {"max": 2.0, "p999": 1.0}
@@ -85,7 +91,10 @@ def resolve_precision(precision: str, device: torch.device, half: bool = False) 
 
 
 def runtime_available(backend: str) -> bool:
-    """Whether the backend's packages are installed (found, not imported: auto must stay cheap)."""
+    """Whether the backend's packages are installed (found, not imported: auto must stay cheap); for nnpack,
+    whether this torch build has it."""
+    if backend == "nnpack":
+        return nnpack.nnpack_available()
     return all(importlib.util.find_spec(name) is not None for name in RUNTIME_MODULES[backend])
 
 
@@ -115,7 +124,10 @@ def resolve_backend(backend: str, device: torch.device, precision: str) -> str:
         if precision not in CPU_PRECISIONS[backend]:
             raise ValueError(f"--backend {backend} runs {'/'.join(CPU_PRECISIONS[backend])} only (asked: "
                              f"--precision {precision}); use --backend torch or another --precision")
-        import_runtime(backend)
+        if backend == "nnpack" and not nnpack.nnpack_available():
+            raise ValueError(nnpack.NO_NNPACK)
+        if backend in RUNTIME_MODULES:
+            import_runtime(backend)
         if backend == "openvino" and precision == "bf16" and not native_bf16_cpu():
             raise ValueError(OPENVINO_NO_BF16)
     return backend
@@ -204,6 +216,8 @@ def wrap_model(model: nn.Module, backend: str, precision: str, threads: int = 0)
     threads = threads or torch.get_num_threads()
     if backend == "torch":
         return AutocastModel(model, torch.bfloat16) if precision == "bf16" else model
+    if backend == "nnpack":
+        return nnpack.nnpack_model(model)
     if backend == "onnxruntime":
         return OnnxRuntimeModel(model, threads)
     if backend == "openvino":

@@ -69,8 +69,9 @@ def test_auto_precision_is_fp16_on_cuda_and_fp32_on_the_cpu() -> None:
 
 
 def test_auto_backend_takes_the_fastest_installed_runtime(monkeypatch) -> None:
-    installed = {"openvino": True, "onnxruntime": True}
+    installed = {"nnpack": True, "openvino": True, "onnxruntime": True}
     monkeypatch.setattr(backends, "runtime_available", lambda name: installed[name])
+    # nnpack is opt-in: slower than torch with two threads at tile 128 (README, Benchmarks)
     assert backends.resolve_backend("auto", CPU, "fp32") == "openvino"
     assert backends.resolve_backend("auto", CUDA, "fp16") == "torch"  # runtimes run on the CPU here
     installed["openvino"] = False
@@ -87,7 +88,7 @@ def test_auto_backend_takes_the_fastest_installed_runtime(monkeypatch) -> None:
 @pytest.mark.parametrize(("backend", "device", "precision", "message"), [
     ("onnxruntime", CPU, "bf16", "--backend onnxruntime runs fp32 only"),
     ("openvino", CUDA, "fp32", "--backend openvino runs on the CPU here"),
-    ("tensorrt", CPU, "fp32", "--backend must be one of auto, torch, onnxruntime, openvino"),
+    ("tensorrt", CPU, "fp32", "--backend must be one of auto, torch, nnpack, onnxruntime, openvino"),
 ])
 def test_impossible_backend_precision_pairs_are_errors(backend, device, precision, message) -> None:
     with pytest.raises(ValueError, match=message):
