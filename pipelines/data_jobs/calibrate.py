@@ -19,7 +19,12 @@
 
 Everything not in `FITTED` stays at the paper's value: kernel families and their probabilities, sizes,
 β and rotation ranges, sinc cutoffs, resize probabilities, ranges and modes, stage count
-(``--order``). WebP mixtures (issue 10 §4) are detected and reported, not fitted.
+(``--order``). With ``--start estimate`` the final compression mixture (JPEG / WebP shares, chroma
+subsampling, qualities) is read from the target files (`pipelines.data_jobs.calibrate_mixture`).
+
+HR crops flatter than nearly every target tile (`content_activity` below the targets' 2 % quantile) are not
+simulated: scene content the targets lack (flat sky, walls) reads as "less noise, more blocking" under every
+candidate, and the fit would add noise to make up for content rather than for degradation.
 """
 
 from __future__ import annotations

@@ -11,6 +11,13 @@ near-lossless JPEG q100 4:4:4) and its second stage acting at the LQ size (resiz
 target): its blur σ is in LQ pixels, its noise σ in /255 at LQ size, its JPEG the file's own. Final step:
 the identity resize, the sinc with `final_sinc_prob`, JPEG last.
 
+The first stage's downscale is chosen before anything else (`DOWNSCALES`: the paper's blur and mixed resize
+modes, or a plain area / bilinear / bicubic resize without blur, as a phone or messenger resizes), by the
+distance of a noise- and blur-free simulation: a bicubic resize without antialiasing leaves aliasing that the
+noise estimator reads as noise and the sharpness statistic as sharpness, so a target resized that way is
+otherwise only reachable by adding noise. The search then also moves ``hr_blur_prob`` (the paper blur's
+probability before the downscale).
+
 Start (moment matching): the JPEG range from the files' quantization tables (or the pixel estimate's
 5-95 % quantiles when most tiles are JPEG-like, else no JPEG); Gaussian vs Poisson and gray vs colour
 from the medians of the two noise indicators; then for blur σ and noise level a 1-D transfer curve
@@ -18,7 +25,9 @@ from the medians of the two noise indicators; then for blur σ and noise level a
 HR photos' own noise and softness and what JPEG does to noise are inside the curve), inverted at the
 target's quartiles; a uniform range [a, b] has its quartiles at a + (b − a)/4 and a + 3(b − a)/4, which
 gives a and b. Every simulation (transfer ones included) counts against the budget and is in
-the trace. Deterministic per seed (common random numbers as in `pipelines.data_jobs.calibrate`).
+the trace; a candidate whose config was simulated before (values that cannot change the LQ are made
+canonical in `lq_config`) is not simulated or counted again. Qualities read from the files' headers are
+held. Deterministic per seed (common random numbers as in `pipelines.data_jobs.calibrate`).
 """
 
 from __future__ import annotations
