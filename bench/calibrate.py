@@ -34,6 +34,7 @@ def fitted_ranges(config_toml: Path) -> dict:
     return {"noise": list(last.noise_range), "poisson": list(last.poisson_scale_range),
             "gaussian_noise_prob": last.gaussian_noise_prob, "gray_noise_prob": last.gray_noise_prob,
             "jpeg": list(last.jpeg_range), "blur_stage1": list(cfg.stages[0].blur_sigma),
+            "blur_prob_stage1": cfg.stages[0].blur_prob, "resize_modes_stage1": list(cfg.stages[0].resize_modes),
             "blur_last_stage": list(last.blur_sigma), "blur_prob_last_stage": last.blur_prob,
             "final_sinc_prob": cfg.final_sinc_prob, "final_order_prob": cfg.final_order_prob}
 

@@ -18,10 +18,11 @@ import torch
 from torch import Tensor
 
 from degrade.jpeg_header import JpegFileInfo, file_format, jpeg_quality_from_file
+from degrade.webp_header import WebpFileInfo, webp_quality_from_file
 
 __all__ = ["NoiseEstimate", "JpegEstimate", "noise_sigma", "noise_estimate", "jpeg_quality", "blockiness",
            "sharpness", "blur_sigma", "jpeg_quality_from_file", "JpegFileInfo", "file_format",
-           "BLOCKINESS_THRESHOLD"]
+           "BLOCKINESS_THRESHOLD", "webp_quality_from_file", "WebpFileInfo"]
 
 _PATCH = 7  # patch side of the PCA noise estimate (49 dimensions; Chen et al. use 7x7 to 8x8)
 _LUMA = (0.299, 0.587, 0.114)  # the Y weights libjpeg uses, so blockiness is measured where JPEG quantizes

@@ -7,5 +7,6 @@
     preview.py           `preview-degradations`: the contact sheet and records
     calibrate.py         `calibrate`: fit a DegradationConfig to a user's images by simulation
     calibrate_start.py   its moment-matched start in an LQ-size model
+    calibrate_mixture.py its final compression mixture (codecs, chroma subsampling, qualities) read from the files
     calibrate_report.py  the calibrate job's outputs (TOML, report.json, report.png)
 """

@@ -19,7 +19,12 @@
 
 Everything not in `FITTED` stays at the paper's value: kernel families and their probabilities, sizes,
 β and rotation ranges, sinc cutoffs, resize probabilities, ranges and modes, stage count
-(``--order``). WebP mixtures (issue 10 §4) are detected and reported, not fitted.
+(``--order``). With ``--start estimate`` the final compression mixture (JPEG / WebP shares, chroma
+subsampling, qualities) is read from the target files (`pipelines.data_jobs.calibrate_mixture`).
+
+HR crops flatter than nearly every target tile (`content_activity` below the targets' 2 % quantile) are not
+simulated: scene content the targets lack (flat sky, walls) reads as "less noise, more blocking" under every
+candidate, and the fit would add noise to make up for content rather than for degradation.
 """
 
 from __future__ import annotations
@@ -37,13 +42,15 @@ import degrade
 from degrade import DegradationConfig, estimate
 from pipelines.data_jobs.preview import IMAGE_SUFFIXES, bundled_samples, load_rgb
 
-__all__ = ["CalibrateConfig", "FEATURES", "FITTED", "measure", "load_target_patches", "fit", "config_from_vector",
+__all__ = ["CalibrateConfig", "FEATURES", "FITTED", "measure", "content_activity", "hr_crops", "load_target_patches",
+           "fit", "config_from_vector",
            "feature_distance", "TargetSet"]
 
 FEATURES = ("noise_sigma", "noise_channel_correlation", "noise_signal_dependence", "jpeg_quality", "blockiness",
             "sharpness")
-ESTIMATE_MIN_BUDGET = 24  # stock + 2 noise curves of 7 + a blur curve of 6 + 2 starts + 1 search step
+ESTIMATE_MIN_BUDGET = 28  # stock + 4 downscales + 2 noise curves of 7 + a blur curve of 6 + 2 starts + 1 search step
 _NOT_JPEG = 100.0  # the jpeg_quality feature of a tile that is not JPEG-like
+_MAX_BLOCKINESS = 4.0  # above the median of whole photos at quality 20 (2.2, README "Estimating degradations")
 # name: (low, high, paper value). Noise, JPEG and blur apply to every stage (later stages' upper bounds keep the
 # paper's proportions, see config_from_vector); ranges are kept ordered by clamping the partner bound.
 FITTED: dict[str, tuple[float, float, float]] = {
@@ -113,7 +120,8 @@ def measure(patches: torch.Tensor) -> dict[str, np.ndarray]:
         "noise_channel_correlation": noise.channel_correlation.numpy(),
         "noise_signal_dependence": noise.signal_dependence.numpy(),
         "jpeg_quality": torch.nan_to_num(jpeg.quality, nan=_NOT_JPEG).numpy(),
-        "blockiness": jpeg.blockiness.numpy(),
+        # flat tiles (nothing between the grid lines) read as ratios of hundreds; beyond 4 only "very blocky" matters
+        "blockiness": np.minimum(jpeg.blockiness.numpy(), _MAX_BLOCKINESS),
         "sharpness": np.minimum(estimate.sharpness(patches).numpy(), 10.0),  # flat tiles read as inf
     }
 
@@ -129,6 +137,11 @@ def _file_info(path: Path) -> dict:
     if info["format"] == "jpeg":
         header = estimate.jpeg_quality_from_file(path)
         info.update(dataclasses.asdict(header))
+    elif info["format"] == "webp":  # lossy: the quality by re-encoding (decodes the file after a size check)
+        webp = estimate.webp_quality_from_file(path, max_pixels=_MAX_PIXELS)
+        if webp is None:
+            raise ValueError("not a readable WebP file (no VP8/VP8L frame header)")
+        info.update(dataclasses.asdict(webp), segment_quants=list(webp.segment_quants))
     return info
 
 
@@ -137,7 +150,7 @@ _MAX_PIXELS = 100_000_000  # larger declared images are skipped, not decoded
 
 def _declared_size(path: Path, info: dict) -> tuple[int, int] | None:
     """(width, height) from the JPEG frame header or the PNG IHDR, checked before decoding; None if unknown."""
-    if info["format"] == "jpeg":
+    if info["format"] in ("jpeg", "webp"):
         return info["width"], info["height"]
     if info["format"] == "png":
         with open(path, "rb") as handle:
@@ -179,12 +192,34 @@ def load_target_patches(folder: Path, lq_size: int, max_patches: int, seed: int)
     return TargetSet(patches, origin, files, skipped)
 
 
-def hr_crops(paths: tuple[Path, ...], size: int, count: int, seed: int) -> torch.Tensor:
-    """``count`` seeded random size×size crops spread over the HR photos (reflect-padded when smaller)."""
+CONTENT_QUANTILE = 0.02  # HR crops flatter than this quantile of the targets' content activity are not simulated
+_CONTENT_POOL = 8  # candidate crops drawn per HR crop used
+
+
+def content_activity(images: torch.Tensor, lq_size: int | None = None) -> np.ndarray:
+    """Per image, how much scene structure it holds: the standard deviation (/255 units) of its luma averaged over
+    4x4 blocks at the LQ size (``lq_size``: area-resized to it first). Noise (σ/4 after the averaging), JPEG
+    (it keeps the 8x8 block means) and light blur barely change it; flat sky and walls read low."""
+    if lq_size is not None and images.shape[-1] != lq_size:
+        images = torch.nn.functional.interpolate(images, size=(lq_size, lq_size), mode="area")
+    luma = 0.299 * images[:, 0] + 0.587 * images[:, 1] + 0.114 * images[:, 2]
+    return (torch.nn.functional.avg_pool2d(luma[:, None], 4).flatten(1).std(dim=1) * 255.0).numpy()
+
+
+def hr_crops(paths: tuple[Path, ...], size: int, count: int, seed: int, min_activity: float | None = None,
+             lq_size: int | None = None) -> tuple[torch.Tensor, dict]:
+    """``count`` seeded random size×size crops spread over the HR photos (reflect-padded when smaller).
+
+    With ``min_activity``: crops whose `content_activity` at ``lq_size`` is below it are passed over (from a pool
+    of ``_CONTENT_POOL × count`` draws, in draw order), so the simulation sees scenes like the targets' — HR photos
+    with flat sky the targets lack would otherwise read as "less noise, more blocking" under every candidate and
+    the fit would add noise to make up for content. Too few pass: the most active of the pool fill up. Returns the
+    crops and {"min_activity", "passed", "pool"}."""
     images = [load_rgb(p) for p in (paths or bundled_samples())]
     generator = torch.Generator().manual_seed(seed + 1)
-    crops = []
-    for k in range(count):
+    pool = count if min_activity is None else _CONTENT_POOL * count
+    crops, activity = [], []
+    for k in range(pool):
         rgb = images[k % len(images)]
         h, w = rgb.shape[:2]
         if min(h, w) < size:
@@ -194,8 +229,19 @@ def hr_crops(paths: tuple[Path, ...], size: int, count: int, seed: int) -> torch
             h, w = rgb.shape[:2]
         top = int(torch.randint(0, h - size + 1, (1,), generator=generator))
         left = int(torch.randint(0, w - size + 1, (1,), generator=generator))
-        crops.append(torch.from_numpy(np.ascontiguousarray(rgb[top : top + size, left : left + size])))
-    return torch.stack(crops).permute(0, 3, 1, 2).float() / 255.0
+        crop = torch.from_numpy(np.ascontiguousarray(rgb[top : top + size, left : left + size])).permute(2, 0, 1)
+        crops.append(crop.float()[None] / 255.0)
+        if min_activity is not None:
+            activity.append(float(content_activity(crops[-1], lq_size or size)[0]))
+            if sum(a >= min_activity for a in activity) >= count:
+                break
+    info = {"min_activity": min_activity, "passed": len(crops), "pool": len(crops)}
+    if min_activity is not None:
+        passed = [i for i, a in enumerate(activity) if a >= min_activity]
+        rest = sorted((i for i, a in enumerate(activity) if a < min_activity), key=lambda i: -activity[i])
+        crops = [crops[i] for i in (passed + rest)[:count]]
+        info["passed"] = min(count, len(passed))
+    return torch.cat(crops), info
 
 
 def config_from_vector(values: dict[str, float], base: DegradationConfig) -> DegradationConfig:

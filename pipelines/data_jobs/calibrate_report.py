@@ -13,7 +13,17 @@ import numpy as np
 import degrade
 from degrade import DegradationConfig
 from pipelines.common import write_bytes_atomic
-from pipelines.data_jobs.calibrate import FEATURES, FITTED, CalibrateConfig, fit, hr_crops, load_target_patches, measure
+from pipelines.data_jobs.calibrate import (
+    CONTENT_QUANTILE,
+    FEATURES,
+    FITTED,
+    CalibrateConfig,
+    content_activity,
+    fit,
+    hr_crops,
+    load_target_patches,
+    measure,
+)
 from pipelines.data_jobs.calibrate_start import LQ_FITTED, fit_estimated
 
 __all__ = ["CalibrateResult", "run_calibrate", "plot_report"]
@@ -48,9 +58,12 @@ def _file_summary(files: list[dict]) -> dict:
             sub[f["subsampling"]] = sub.get(f["subsampling"], 0) + 1
         summary["jpeg"] = {"quality_min": min(qualities), "quality_max": max(qualities), "subsampling": sub,
                            "max_table_error": max(f["table_error"] for f in jpegs)}
-    if formats.get("webp"):
-        summary["webp_note"] = ("WebP targets detected; fitting a WebP mixture is not implemented by calibrate "
-                                "(issue 10 section 4): the fit uses JPEG as the compression model")
+    webps = [f for f in files if f["format"] == "webp"]
+    if webps:
+        lossy = [f["quality"] for f in webps if not f["lossless"]]
+        summary["webp"] = {"lossy": len(lossy), "lossless": len(webps) - len(lossy),
+                           "quality_min": min(lossy, default=None), "quality_max": max(lossy, default=None),
+                           "max_quant_error": max((f["quant_error"] for f in webps), default=None)}
     return summary
 
 
@@ -145,11 +158,16 @@ def run_calibrate(cfg: CalibrateConfig) -> CalibrateResult:
         raise RuntimeError("calibrate writes report.png with matplotlib: pip install -e \".[plots]\" "
                            "(or use --measure-only)")
     base = DegradationConfig(scale=cfg.scale).with_order(cfg.order)
-    hr = degrade.usm_sharpen(hr_crops(cfg.hr, cfg.lq_size * cfg.scale, cfg.sim_patches, cfg.seed))
+    # Scenes like the targets': HR crops flatter than nearly every target tile are passed over (hr_crops).
+    min_activity = float(np.quantile(content_activity(targets.patches), CONTENT_QUANTILE))
+    crops, content = hr_crops(cfg.hr, cfg.lq_size * cfg.scale, cfg.sim_patches, cfg.seed, min_activity, cfg.lq_size)
+    hr = degrade.usm_sharpen(crops)
+    report["hr_content"] = {**content, "quantile": CONTENT_QUANTILE}
     if cfg.start == "estimate":
         result = fit_estimated(target, targets.files, hr, base, cfg.budget, cfg.seed, cfg.progress)
         fitted_names = sorted(LQ_FITTED)
-        report["start"] = {"kind": "estimate", **result["start"]}
+        report["start"] = {"kind": "estimate", "downscale": result["downscale"], **result["start"]}
+        report["compression_mixture"] = result["mixture"]  # None: not every file says how it was compressed
     else:
         result = fit(target, hr, base, cfg.budget, cfg.seed, _start_point(targets.files), cfg.progress)
         fitted_names = sorted(FITTED)

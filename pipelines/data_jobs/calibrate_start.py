@@ -11,6 +11,13 @@ near-lossless JPEG q100 4:4:4) and its second stage acting at the LQ size (resiz
 target): its blur σ is in LQ pixels, its noise σ in /255 at LQ size, its JPEG the file's own. Final step:
 the identity resize, the sinc with `final_sinc_prob`, JPEG last.
 
+The first stage's downscale is chosen before anything else (`DOWNSCALES`: the paper's blur and mixed resize
+modes, or a plain area / bilinear / bicubic resize without blur, as a phone or messenger resizes), by the
+distance of a noise- and blur-free simulation: a bicubic resize without antialiasing leaves aliasing that the
+noise estimator reads as noise and the sharpness statistic as sharpness, so a target resized that way is
+otherwise only reachable by adding noise. The search then also moves ``hr_blur_prob`` (the paper blur's
+probability before the downscale).
+
 Start (moment matching): the JPEG range from the files' quantization tables (or the pixel estimate's
 5-95 % quantiles when most tiles are JPEG-like, else no JPEG); Gaussian vs Poisson and gray vs colour
 from the medians of the two noise indicators; then for blur σ and noise level a 1-D transfer curve
@@ -18,7 +25,9 @@ from the medians of the two noise indicators; then for blur σ and noise level a
 HR photos' own noise and softness and what JPEG does to noise are inside the curve), inverted at the
 target's quartiles; a uniform range [a, b] has its quartiles at a + (b − a)/4 and a + 3(b − a)/4, which
 gives a and b. Every simulation (transfer ones included) counts against the budget and is in
-the trace. Deterministic per seed (common random numbers as in `pipelines.data_jobs.calibrate`).
+the trace; a candidate whose config was simulated before (values that cannot change the LQ are made
+canonical in `lq_config`) is not simulated or counted again. Qualities read from the files' headers are
+held. Deterministic per seed (common random numbers as in `pipelines.data_jobs.calibrate`).
 """
 
 from __future__ import annotations
@@ -30,16 +39,24 @@ import numpy as np
 import torch
 
 from degrade import DegradationConfig
+from degrade.resize import RESIZE_MODES
 from pipelines.data_jobs.calibrate import _NOT_JPEG, FEATURES, FITTED, _progress, _simulate, feature_distance
+from pipelines.data_jobs.calibrate_mixture import Mixture, mixture_from_files
 
-__all__ = ["LQ_FITTED", "lq_config", "estimated_start", "fit_estimated"]
+__all__ = ["LQ_FITTED", "DOWNSCALES", "lq_config", "estimated_start", "fit_estimated"]
 
 # name: (low, high) of the second (LQ-size) stage and the final step
 LQ_FITTED: dict[str, tuple[float, float]] = {
     "noise_lo": (0.0, 30.0), "noise_hi": (0.0, 30.0), "poisson_lo": (0.0, 3.0), "poisson_hi": (0.0, 3.0),
     "gaussian_noise_prob": (0.0, 1.0), "gray_noise_prob": (0.0, 1.0), "jpeg_lo": (10.0, 100.0),
     "jpeg_hi": (10.0, 100.0), "blur_lo": (0.1, 4.0), "blur_hi": (0.1, 4.0), "blur_prob": (0.0, 1.0),
-    "final_sinc_prob": (0.0, 1.0),
+    "final_sinc_prob": (0.0, 1.0), "hr_blur_prob": (0.0, 1.0),
+}
+# The downscale of the first stage, chosen before the rest is fitted (module docstring): name -> (resize modes,
+# probability of the paper's blur before the resize). "paper" is the paper's first stage.
+DOWNSCALES: dict[str, tuple[tuple[str, ...], float]] = {
+    "paper": (RESIZE_MODES, 1.0), "area": (("area",), 0.0), "bilinear": (("bilinear",), 0.0),
+    "bicubic": (("bicubic",), 0.0),
 }
 _PAIRS = (("noise_lo", "noise_hi"), ("poisson_lo", "poisson_hi"), ("jpeg_lo", "jpeg_hi"), ("blur_lo", "blur_hi"))
 _NO_JPEG = 100.0  # jpeg range (100, 100) with 4:4:4 sampling: the near-lossless "no JPEG" of this model
@@ -48,15 +65,33 @@ _NOISE_PROBE = (0.0, 2.0, 4.0, 7.0, 11.0, 16.0, 24.0)
 _POISSON_PROBE = (0.0, 0.4, 0.8, 1.5, 3.0)
 
 
-def lq_config(values: dict[str, float], base: DegradationConfig, sampling: str = "4:2:0") -> DegradationConfig:
-    """The two-stage model of the module docstring with the `LQ_FITTED` values (ranges clamped ordered)."""
+def lq_config(values: dict[str, float], base: DegradationConfig, mixture: Mixture | None = None,
+              downscale: str = "paper") -> DegradationConfig:
+    """The two-stage model of the module docstring with the `LQ_FITTED` values (ranges clamped ordered), the
+    first stage's resize modes from `DOWNSCALES` (``hr_blur_prob`` missing: the downscale's own) and the LQ
+    stage's compression mixture read from the files (`calibrate_mixture`; None: JPEG 4:2:0)."""
+    modes, hr_blur_prob = DOWNSCALES[downscale]
+    values = {"hr_blur_prob": hr_blur_prob, **values}
     v = {k: min(max(values[k], lo), hi) for k, (lo, hi) in LQ_FITTED.items()}
     for lo, hi in _PAIRS:
         v[lo] = min(v[lo], v[hi])
+    # Values that cannot change the LQ are set to one canonical value, so two candidates that differ only there
+    # are one config (simulated once, see fit_estimated) and the written config says what is used.
+    if v["gaussian_noise_prob"] == 0.0:
+        v["noise_lo"] = v["noise_hi"] = 0.0
+    if v["gaussian_noise_prob"] == 1.0:
+        v["poisson_lo"] = v["poisson_hi"] = 0.0
+    if v["noise_hi"] == 0.0 and v["poisson_hi"] == 0.0:
+        v["gray_noise_prob"] = 0.0
+    if v["blur_prob"] == 0.0:
+        v["blur_lo"] = v["blur_hi"] = LQ_FITTED["blur_lo"][0]
     keep = {"resize_prob": (0.0, 0.0, 1.0), "resize_relative_to": "target"}
-    first = replace(base.stages[0], **keep, noise_range=(0.0, 0.0), poisson_scale_range=(0.0, 0.0),
+    first = replace(base.stages[0], **keep, blur_prob=v["hr_blur_prob"], resize_modes=modes,
+                    noise_range=(0.0, 0.0), poisson_scale_range=(0.0, 0.0),
                     gaussian_noise_prob=1.0, jpeg_range=(_NO_JPEG, _NO_JPEG), jpeg_sampling=("4:4:4",))
-    no_jpeg = v["jpeg_lo"] >= _NO_JPEG
+    no_jpeg = mixture is None and v["jpeg_lo"] >= _NO_JPEG
+    compression = mixture.stage_fields() if mixture is not None else \
+        {"jpeg_sampling": ("4:4:4",) if no_jpeg else ("4:2:0",)}
     # The LQ stage blurs with full-size isotropic Gaussian kernels (no sinc): a σ of 3-4 LQ pixels in a 7-pixel
     # kernel is a box, and an anisotropic kernel leaves its sharp axis to the sharpness statistic (which reads
     # the strongest edges), so with either the sharpness curve saturates near σ 2.
@@ -66,8 +101,7 @@ def lq_config(values: dict[str, float], base: DegradationConfig, sampling: str =
                      blur_sigma=(max(0.05, v["blur_lo"]), max(0.05, v["blur_hi"])), blur_prob=v["blur_prob"],
                      noise_range=(v["noise_lo"], v["noise_hi"]), poisson_scale_range=(v["poisson_lo"], v["poisson_hi"]),
                      gaussian_noise_prob=v["gaussian_noise_prob"], gray_noise_prob=v["gray_noise_prob"],
-                     jpeg_range=(max(1.0, v["jpeg_lo"]), v["jpeg_hi"]),
-                     jpeg_sampling=("4:4:4",) if no_jpeg else (sampling,))
+                     jpeg_range=(max(1.0, v["jpeg_lo"]), v["jpeg_hi"]), **compression)
     return replace(base, stages=(first, second), final_sinc_prob=v["final_sinc_prob"], final_order_prob=1.0)
 
 
@@ -89,15 +123,15 @@ def _invert(probe: tuple[float, ...], medians: list[float], targets: np.ndarray)
     return np.interp(targets, curve, np.asarray(probe[:stop], dtype=float))
 
 
-def estimated_start(target: dict[str, np.ndarray], files: list[dict], simulate) -> tuple[dict[str, float], dict]:
-    """Moment-matched `LQ_FITTED` values; ``simulate(values) -> features`` runs (and records) one simulation.
-    Returns the start values and the transfer curves."""
+def estimated_start(target: dict[str, np.ndarray], files: list[dict], simulate) -> tuple[dict[str, float], dict, str]:
+    """Moment-matched `LQ_FITTED` values; ``simulate(values, downscale) -> (distance, features)`` runs (and
+    records) one simulation. Returns the start values, the transfer curves and the chosen `DOWNSCALES` name."""
     v = {"noise_lo": 0.0, "noise_hi": 0.0, "poisson_lo": 0.0, "poisson_hi": 0.0, "gaussian_noise_prob": 1.0,
          "gray_noise_prob": 0.0, "blur_lo": 0.1, "blur_hi": 0.1, "blur_prob": 1.0, "final_sinc_prob": 0.0}
     jpeg = target["jpeg_quality"]
-    if files and all(f["format"] == "jpeg" for f in files):
-        qualities = [f["quality"] for f in files]
-        v["jpeg_lo"], v["jpeg_hi"] = float(min(qualities)), float(max(qualities))
+    mixture = mixture_from_files(files)
+    if mixture is not None:  # every file says how it was compressed (WebP-only: the JPEG range is unused)
+        v["jpeg_lo"], v["jpeg_hi"] = mixture.jpeg_range or (_NO_JPEG, _NO_JPEG)
     elif np.mean(jpeg < _NOT_JPEG) >= 0.5:
         v["jpeg_lo"], v["jpeg_hi"] = (float(q) for q in np.quantile(jpeg[jpeg < _NOT_JPEG], [0.05, 0.95]))
     else:
@@ -105,12 +139,18 @@ def estimated_start(target: dict[str, np.ndarray], files: list[dict], simulate) 
     poisson = float(np.nanmedian(target["noise_signal_dependence"])) > 0.5
     v["gaussian_noise_prob"] = 0.0 if poisson else 1.0
     v["gray_noise_prob"] = 1.0 if float(np.nanmedian(target["noise_channel_correlation"])) > 0.5 else 0.0
-    curves: dict = {}
+    # The downscale first, without noise or blur: how sharp and aliased the LQ is before anything else (a plain
+    # bicubic resize without antialiasing aliases what the paper's blur + mixed modes smooth) changes what the
+    # noise and sharpness estimators read, so it must be settled before their transfer curves.
+    tried = {name: simulate({**v, "hr_blur_prob": DOWNSCALES[name][1]}, name)[0] for name in DOWNSCALES}
+    downscale = min(tried, key=tried.get)
+    v["hr_blur_prob"] = DOWNSCALES[downscale][1]
+    curves: dict = {"downscale": {"distance": tried, "chosen": downscale}}
 
     def transfer(names: tuple[str, str], probe: tuple[float, ...], feature: str) -> None:
         medians = []
         for value in probe:
-            sim = simulate({**v, names[0]: value, names[1]: value})
+            sim = simulate({**v, names[0]: value, names[1]: value}, downscale)[1]
             medians.append(float(np.nanmedian(sim[feature])))
         wanted = np.nanquantile(target[feature], _QUANTILES)
         lo, hi = _uniform_bounds(*_invert(probe, medians, wanted))
@@ -124,14 +164,14 @@ def estimated_start(target: dict[str, np.ndarray], files: list[dict], simulate) 
     transfer(noise_names, noise_probe, "noise_sigma")  # first with no blur: noise barely moves sharpness
     transfer(("blur_lo", "blur_hi"), _BLUR_PROBE, "sharpness")  # then blur, with that noise in
     transfer(noise_names, noise_probe, "noise_sigma")  # noise again, now through the fitted blur
-    return v, curves
+    return v, curves, downscale
 
 
 def fit_estimated(target: dict[str, np.ndarray], files: list[dict], hr: torch.Tensor, base: DegradationConfig,
                   budget: int, seed: int, progress: bool = False) -> dict:
     """Stock paper config (evaluation 0, gives the spreads), the moment-matched start, then a local compass
     search in the LQ model; the same result layout as `pipelines.data_jobs.calibrate.fit`."""
-    sampling = next((f.get("subsampling") for f in files if f.get("format") == "jpeg"), None) or "4:2:0"
+    mixture = mixture_from_files(files)
     stock_config = replace(base, per_sample=True)
     trace: list[dict] = []
     bar = _progress(budget, progress)
@@ -148,11 +188,22 @@ def fit_estimated(target: dict[str, np.ndarray], files: list[dict], hr: torch.Te
         bar.update(1)
         return total, per, sim
 
-    def candidate(values: dict, kind: str) -> tuple[float, dict, dict]:
-        return run(lq_config(values, replace(base, per_sample=True), sampling), values, kind)
+    seen: dict[DegradationConfig, tuple[float, dict, dict]] = {}
+
+    def candidate(values: dict, kind: str, downscale: str | None = None) -> tuple[float, dict, dict]:
+        """One simulation of the LQ model; a config simulated before is not simulated (nor counted) again."""
+        config = lq_config(values, replace(base, per_sample=True), mixture, downscale or state["downscale"])
+        if config not in seen:
+            seen[config] = run(config, values, kind)
+        return seen[config]
 
     stock_total, stock_per, stock_sim = run(stock_config, {}, "stock")
-    start, curves = estimated_start(target, files, lambda values: candidate(values, "transfer")[2])
+
+    def transfer(values: dict, downscale: str) -> tuple[float, dict]:
+        total, _, sim = candidate(values, f"transfer ({downscale})", downscale)
+        return total, sim
+
+    start, curves, state["downscale"] = estimated_start(target, files, transfer)
     best_total, best_per, best_sim = candidate(start, "start")
     best = dict(start)
     # What reads as noise in the targets may be texture, aliasing or JPEG artefacts the HR crops lack: the
@@ -163,8 +214,15 @@ def fit_estimated(target: dict[str, np.ndarray], files: list[dict], hr: torch.Te
         if total < best_total:
             best, best_total, best_per, best_sim = quiet, total, per, sim
     steps = {k: (hi - lo) / 16 for k, (lo, hi) in LQ_FITTED.items()}
-    names, i, improved = list(LQ_FITTED), 0, False
-    while len(trace) < budget:
+    # Qualities read from the files' headers (libjpeg tables, table error 0; WebP: the JPEG range is unused) are
+    # measured, not fitted.
+    held = ("jpeg_lo", "jpeg_hi") if mixture is not None and (mixture.exact_jpeg or mixture.jpeg_range is None) \
+        else ()
+    names, i, improved = [k for k in LQ_FITTED if k not in held], 0, False
+    sweeps_without_simulation = 0
+    while len(trace) < budget and sweeps_without_simulation < 64:  # 64 halvings: steps are ~0, nothing new to try
+        if i % len(names) == 0:
+            simulated_at_sweep = len(trace)
         name = names[i % len(names)]
         lo, hi = LQ_FITTED[name]
         for sign in (1.0, -1.0):
@@ -182,9 +240,12 @@ def fit_estimated(target: dict[str, np.ndarray], files: list[dict], hr: torch.Te
             if not improved:
                 steps = {k: s / 2 for k, s in steps.items()}
             improved = False
+            sweeps_without_simulation = sweeps_without_simulation + 1 if len(trace) == simulated_at_sweep else 0
     bar.close()
     paper = {k: b[2] for k, b in FITTED.items()}
     return {"stock": {"values": paper, "distance": stock_total, "features": stock_per, "sim": stock_sim},
             "fitted": {"values": best, "distance": best_total, "features": best_per, "sim": best_sim},
-            "start": {"values": start, "transfer": curves}, "spread": state["spread"], "trace": trace,
-            "config": lq_config(best, base, sampling)}
+            "start": {"values": start, "transfer": curves, "held": list(held)}, "spread": state["spread"],
+            "trace": trace,
+            "downscale": state["downscale"], "mixture": None if mixture is None else mixture.to_json(),
+            "config": lq_config(best, base, mixture, state["downscale"])}

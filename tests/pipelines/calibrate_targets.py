@@ -21,7 +21,7 @@ HR_PHOTOS = ("chelsea.png", "rocket.jpg")
 # set name: the true ranges the evidence checks the fit against
 TRUE_RANGES = {
     "camera": {"noise": (3.0, 8.0), "jpeg": (85.0, 95.0)},
-    "messenger": {"jpeg": (30.0, 50.0), "resize": (0.5, 0.5)},
+    "messenger": {"jpeg": (30.0, 50.0), "resize": (0.5, 0.5)},  # no noise: none may be fitted (evidence test)
     "old_scan": {"blur": (1.5, 2.5), "poisson": (0.5, 1.0)},
 }
 

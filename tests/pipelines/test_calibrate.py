@@ -134,8 +134,73 @@ def test_uniform_bounds_and_transfer_inversion():
 
 
 def test_estimate_start_needs_a_budget_and_order_two():
-    with pytest.raises(ValueError, match="budget of at least 24"):
+    with pytest.raises(ValueError, match="budget of at least 28"):
         CalibrateConfig(budget=10)
     with pytest.raises(ValueError, match="--start paper"):
         CalibrateConfig(order=1)
     assert CalibrateConfig(budget=3, start="paper", order=1).order == 1
+
+
+def _info(name, fmt, **kw):
+    return {"file": name, "format": fmt, **kw}
+
+
+def test_mixture_follows_the_files_shares_and_ranges():
+    from pipelines.data_jobs.calibrate_mixture import mixture_from_files
+
+    files = [_info("a.jpg", "jpeg", quality=40, subsampling="4:2:0", table_error=0.0),
+             _info("b.jpg", "jpeg", quality=70, subsampling="4:4:4", table_error=0.0),
+             _info("c.jpg", "jpeg", quality=55, subsampling="4:2:0", table_error=0.0),
+             _info("d.webp", "webp", quality=62, lossless=False),
+             _info("e.webp", "webp", quality=81, lossless=False),
+             _info("f.jpg", "jpeg", quality=90, subsampling="4:1:1", table_error=0.0)]
+    m = mixture_from_files(files)
+    assert m.compression_types == ("jpeg", "webp") and m.compression_prob == (4 / 6, 2 / 6)
+    # 4:1:1 is no mode of the degradation model: modelled as 4:2:0, and said so
+    assert m.jpeg_sampling == ("4:2:0", "4:4:4") and m.jpeg_sampling_prob == (3 / 4, 1 / 4)
+    assert m.jpeg_range == (40.0, 90.0) and m.webp_range == (62.0, 81.0) and m.exact_jpeg
+    assert m.notes == ("f.jpg: JPEG subsampling 4:1:1 is modelled as 4:2:0",)
+    stage = __import__("dataclasses").replace(DegradationConfig().stages[-1], **m.stage_fields())
+    assert stage.compression_types == ("jpeg", "webp") and stage.webp_range == (62.0, 81.0)
+    # anything that does not say how it was compressed: no mixture (the pixel estimate decides)
+    assert mixture_from_files(files + [_info("g.png", "png")]) is None
+    assert mixture_from_files([_info("h.webp", "webp", quality=None, lossless=True)]) is None
+    assert not mixture_from_files([{**files[0], "table_error": 1.5}]).exact_jpeg
+
+
+def _compressed_folder(tmp_path, kind, qualities):
+    folder = tmp_path / kind
+    folder.mkdir()
+    photos = ("coffee.png", "astronaut.png")
+    for k, q in enumerate(qualities):
+        rgb = np.ascontiguousarray(load_sample_rgb(photos[k % 2])[64:160, 64:160, ::-1])
+        if kind == "webp":
+            ok, data = cv2.imencode(".webp", rgb, [cv2.IMWRITE_WEBP_QUALITY, q])
+        else:
+            ok, data = cv2.imencode(".jpg", rgb, [cv2.IMWRITE_JPEG_QUALITY, q, cv2.IMWRITE_JPEG_SAMPLING_FACTOR,
+                                                  cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444])
+        (folder / f"{k}.{'webp' if kind == 'webp' else 'jpg'}").write_bytes(data.tobytes())
+    return folder
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind,qualities", [("webp", (35, 60, 80)), ("jpeg444", (45, 65, 85))])
+def test_fitted_final_compression_follows_the_target_files(tmp_path, kind, qualities):
+    """A folder of WebPs gives a WebP-only final compression with the files' qualities (re-encoding search,
+    ±4, tests/degrade/test_webp_header.py); a folder of 4:4:4 JPEGs gives 4:4:4 JPEG with the tables' exact range."""
+    pytest.importorskip("matplotlib", reason="report.png needs matplotlib: install .[plots]")
+    folder = _compressed_folder(tmp_path, kind, qualities)
+    out = tmp_path / "out"
+    run_calibrate(CalibrateConfig(target=folder, out=out, min_patches=8, start="estimate",
+                                  **{**SMALL, "budget": 28}))
+    stage = DegradationConfig.load(out / "degradation.toml").stages[-1]
+    report = json.loads((out / "report.json").read_text())
+    truth = (float(min(qualities)), float(max(qualities)))
+    if kind == "webp":
+        assert stage.compression_types == ("webp",) and stage.compression_prob == (1.0,)
+        assert all(abs(f - t) <= 4 for f, t in zip(stage.webp_range, truth, strict=True)), stage.webp_range
+        assert report["file_summary"]["webp"]["lossy"] == 3
+    else:
+        assert stage.compression_types == ("jpeg",) and stage.jpeg_sampling == ("4:4:4",)
+        assert stage.jpeg_range == truth  # exact from the tables, held during the search
+    assert report["compression_mixture"]["compression_types"] == list(stage.compression_types)
