@@ -122,6 +122,20 @@ def pair_key(index: int, source_key: str) -> str:
     return f"{index:09d}_{re.sub(r'[^A-Za-z0-9_-]', '-', source_key)[-60:]}"
 
 
+def make_pair(sample, index: int, cfg: PairConfig) -> tuple[str, bytes, bytes, dict]:
+    """(key, GT PNG, LQ PNG, record) of input sample `index`: the one definition of a pair, run by the local
+    job and by the Dask task alike, so both write the same bytes."""
+    rgb = decode_sample(sample)
+    if rgb is None:
+        raise ShardJobError(f"shard {sample.url}: cannot decode the image of sample {sample.key!r}")
+    gt = prepare_gt(rgb, cfg.gt_size, cfg.degradation.scale)
+    lq, params = degrade_pair(gt, index, cfg)
+    key = pair_key(index, sample.key)
+    record = {"key": key, "index": index, "source_key": sample.key, "source_shard": sample.url,
+              "seed": cfg.seed, "usm": cfg.usm, "gt_size": list(gt.shape[:2]), "params": params}
+    return key, encode_png(gt, cfg.png_level), encode_png(lq, cfg.png_level), record
+
+
 class _FolderSink:
     """HR/, LR/, meta_info.txt and records.jsonl, appended per pair; text files are `.partial` until done."""
 
@@ -225,15 +239,7 @@ def make_pairs(cfg: PairConfig, progress: Callable[[Progress], None] | None = No
         for sample in samples:
             if cfg.count is not None and index >= cfg.count:
                 break
-            rgb = decode_sample(sample)
-            if rgb is None:
-                raise ShardJobError(f"shard {sample.url}: cannot decode the image of sample {sample.key!r}")
-            gt = prepare_gt(rgb, cfg.gt_size, cfg.degradation.scale)
-            lq, params = degrade_pair(gt, index, cfg)
-            key = pair_key(index, sample.key)
-            record = {"key": key, "index": index, "source_key": sample.key, "source_shard": sample.url,
-                      "seed": cfg.seed, "usm": cfg.usm, "gt_size": list(gt.shape[:2]), "params": params}
-            gt_png, lq_png = encode_png(gt, cfg.png_level), encode_png(lq, cfg.png_level)
+            key, gt_png, lq_png, record = make_pair(sample, index, cfg)
             if folder is not None:
                 folder.add(key, gt_png, lq_png, record)
             else:

@@ -31,9 +31,8 @@ def input_offsets(spec, urls: list[str]) -> list[int] | None:
 
 def degrade_shard(cfg, urls: list[str], offsets: list[int] | None, index: int, start: int, end: int) -> dict:
     """Task: pairs start..end-1 (input samples in shard order) into output shard `index`; its manifest entry."""
-    from pipelines.data_jobs.pairs import degrade_pair, pair_key, prepare_gt
-    from shards.stages import Problems, decode_sample, shard_samples
-    from shards.write import encode_png
+    from pipelines.data_jobs.pairs import make_pair
+    from shards.stages import Problems, shard_samples
 
     folder = Path(cfg.out)
     if not folder.is_dir():
@@ -50,16 +49,8 @@ def degrade_shard(cfg, urls: list[str], offsets: list[int] | None, index: int, s
             pass
         i = start
         for sample in itertools.islice(samples, end - start):
-            rgb = decode_sample(sample)
-            if rgb is None:
-                raise RuntimeError(f"shard {sample.url}: cannot decode the image of sample {sample.key!r}")
-            gt = prepare_gt(rgb, cfg.gt_size, cfg.degradation.scale)
-            lq, params = degrade_pair(gt, i, cfg)
-            key = pair_key(i, sample.key)
-            record = {"key": key, "index": i, "source_key": sample.key, "source_shard": sample.url,
-                      "seed": cfg.seed, "usm": cfg.usm, "gt_size": list(gt.shape[:2]), "params": params}
-            writer.add(key, {"gt.png": encode_png(gt, cfg.png_level), "lq.png": encode_png(lq, cfg.png_level),
-                             "json": encode_json(record)})
+            key, gt_png, lq_png, record = make_pair(sample, i, cfg)  # raises ShardJobError, a RuntimeError
+            writer.add(key, {"gt.png": gt_png, "lq.png": lq_png, "json": encode_json(record)})
             i += 1
         if i != end:
             raise RuntimeError(f"the input ended after {i} samples, {end} expected; it changed while running")

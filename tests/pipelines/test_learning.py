@@ -66,6 +66,17 @@ def split_photos(train_dir, held_out_dir) -> None:
         cv2.imwrite(str(held_out_dir / f"{path.stem}.png"), image[:, width - HELD_OUT_COLUMNS :])
 
 
+def prepare_learning_data(tmp_path) -> None:
+    """tmp_path/shards (training patches), tmp_path/val (held-out pairs degraded once, seed 7)."""
+    split_photos(tmp_path / "train", tmp_path / "held_out")
+    prepare_shards(ShardConfig(src=str(tmp_path / "train"), root=tmp_path, out=tmp_path / "shards",
+                               crop=CropConfig(128, 64, 0, 128), multiscale="none", shard_size=200, workers=1))
+    prepare_shards(ShardConfig(src=str(tmp_path / "held_out"), root=tmp_path, out=tmp_path / "held_out_shards",
+                               crop=CropConfig(128, 128, 0, 128), multiscale="none", workers=1))
+    make_pairs(PairConfig(shards=str(tmp_path / "held_out_shards"), out=tmp_path / "val",
+                          degradation=DegradationConfig(), seed=7))
+
+
 def bicubic_psnr(pairs) -> float:
     scores = []
     for pair in pairs:
@@ -85,13 +96,7 @@ def _precisions():
 @pytest.mark.slow
 @pytest.mark.parametrize("precision", _precisions())
 def test_small_model_trained_minutes_on_cpu_beats_bicubic_on_held_out_crops(tmp_path, precision) -> None:
-    split_photos(tmp_path / "train", tmp_path / "held_out")
-    prepare_shards(ShardConfig(src=str(tmp_path / "train"), root=tmp_path, out=tmp_path / "shards",
-                               crop=CropConfig(128, 64, 0, 128), multiscale="none", shard_size=200, workers=1))
-    prepare_shards(ShardConfig(src=str(tmp_path / "held_out"), root=tmp_path, out=tmp_path / "held_out_shards",
-                               crop=CropConfig(128, 128, 0, 128), multiscale="none", workers=1))
-    make_pairs(PairConfig(shards=str(tmp_path / "held_out_shards"), out=tmp_path / "val",
-                          degradation=DegradationConfig(), seed=7))
+    prepare_learning_data(tmp_path)
     run_dir = tmp_path / "run"
     cfg = load_train_config("net", None, [
         f"data.shards='{tmp_path / 'shards'}'", "data.batch_size=4", "data.patch_size=128", "data.gt_size=64",

@@ -23,16 +23,12 @@ import json
 import pytest
 import torch
 
-from degrade import DegradationConfig
 from models.compact import CompactSpec
 from models.weights import load_generator
-from pipelines.data_jobs.pairs import PairConfig, make_pairs
 from pipelines.training.train import train
 from pipelines.training.train_config import load_train_config
 from pipelines.training.validate import read_pairs, validate
-from shards.crop import CropConfig
-from shards.prepare import ShardConfig, prepare_shards
-from tests.pipelines.test_learning import bicubic_psnr, split_photos
+from tests.pipelines.test_learning import bicubic_psnr, prepare_learning_data
 
 ITERATIONS = 500
 MIN_MARGIN_DB = 0.25
@@ -41,13 +37,7 @@ NETWORK = ["network.arch='compact'", "network.num_feat=32", "network.num_conv=6"
 
 @pytest.mark.slow
 def test_compact_model_trained_minutes_on_cpu_beats_bicubic_on_held_out_crops(tmp_path) -> None:
-    split_photos(tmp_path / "train", tmp_path / "held_out")
-    prepare_shards(ShardConfig(src=str(tmp_path / "train"), root=tmp_path, out=tmp_path / "shards",
-                               crop=CropConfig(128, 64, 0, 128), multiscale="none", shard_size=200, workers=1))
-    prepare_shards(ShardConfig(src=str(tmp_path / "held_out"), root=tmp_path, out=tmp_path / "held_out_shards",
-                               crop=CropConfig(128, 128, 0, 128), multiscale="none", workers=1))
-    make_pairs(PairConfig(shards=str(tmp_path / "held_out_shards"), out=tmp_path / "val",
-                          degradation=DegradationConfig(), seed=7))
+    prepare_learning_data(tmp_path)
     run_dir = tmp_path / "run"
     cfg = load_train_config("net", None, [
         f"data.shards='{tmp_path / 'shards'}'", "data.batch_size=4", "data.patch_size=128", "data.gt_size=64",
