@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.rrdbnet import init_default_conv_
+from models.rrdbnet import check_param_shapes, init_default_conv_
 
 ActType = Literal["prelu", "leakyrelu", "relu"]
 ACT_TYPES: tuple[str, ...] = ("prelu", "leakyrelu", "relu")
@@ -223,14 +223,7 @@ def detect_compact_spec(state_dict, act_type: str | None = None) -> CompactSpec:
 
 def check_compact_shapes(state_dict, spec: CompactSpec) -> None:
     """Raise ValueError unless ``state_dict`` has exactly SRVGGNetCompact(spec)'s keys and shapes."""
-    expected = compact_param_shapes(spec)
-    missing = [k for k in expected if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in expected]
-    wrong = [f"{k} {tuple(state_dict[k].shape)} != {s}" for k, s in expected.items()
-             if k in state_dict and tuple(state_dict[k].shape) != s]
-    if missing or unexpected or wrong:
-        raise ValueError(f"state dict does not match SRVGGNetCompact({spec}): missing {missing[:4]}, "
-                         f"unexpected {unexpected[:4]}, wrong shapes {wrong[:4]}")
+    check_param_shapes(state_dict, compact_param_shapes(spec), f"SRVGGNetCompact({spec})")
 
 
 class ResizedOutput(nn.Module):

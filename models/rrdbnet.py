@@ -50,6 +50,17 @@ class RRDBNetSpec:
         return UNSHUFFLE_FACTOR[self.scale]
 
 
+def check_param_shapes(state_dict, expected: dict[str, tuple[int, ...]], model: str) -> None:
+    """Raise ValueError unless ``state_dict`` has exactly the ``expected`` keys and shapes (``model`` names it)."""
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    wrong = [f"{k} {tuple(state_dict[k].shape)} != {s}" for k, s in expected.items()
+             if k in state_dict and tuple(state_dict[k].shape) != s]
+    if missing or unexpected or wrong:
+        raise ValueError(f"state dict does not match {model}: missing {missing[:4]}, "
+                         f"unexpected {unexpected[:4]}, wrong shapes {wrong[:4]}")
+
+
 def rrdbnet_param_shapes(spec: RRDBNetSpec) -> dict[str, tuple[int, ...]]:
     """Every state-dict key of ``RRDBNet(spec)`` with its shape, in module order.
 

@@ -26,7 +26,7 @@ from models.compact import CompactSpec, ResizedOutput, SRVGGNetCompact, detect_c
 from models.ema import unwrap_model
 from models.ncnn import WEIGHTS_PACKAGE, builtin_model, parse_weights_spec
 from models.ncnn_compact import load_ncnn_model
-from models.rrdbnet import UNSHUFFLE_FACTOR, RRDBNet, RRDBNetSpec, rrdbnet_param_shapes
+from models.rrdbnet import UNSHUFFLE_FACTOR, RRDBNet, RRDBNetSpec, check_param_shapes, rrdbnet_param_shapes
 from shards.atomic import write_file_atomic
 
 StateDict = dict[str, torch.Tensor]
@@ -254,16 +254,7 @@ def detect_rrdbnet(obj: Mapping[str, Any]) -> RRDBNetSpec:
 
 def check_rrdbnet_shapes(state_dict: Mapping[str, torch.Tensor], spec: RRDBNetSpec) -> None:
     """Raise ValueError unless ``state_dict`` has exactly RRDBNet(spec)'s keys and shapes."""
-    expected = rrdbnet_param_shapes(spec)
-    missing = [k for k in expected if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in expected]
-    wrong = [f"{k} {tuple(state_dict[k].shape)} != {s}" for k, s in expected.items()
-             if k in state_dict and tuple(state_dict[k].shape) != s]
-    if missing or unexpected or wrong:
-        raise ValueError(
-            f"state dict does not match RRDBNet({spec}): missing {missing[:4]}, "
-            f"unexpected {unexpected[:4]}, wrong shapes {wrong[:4]}"
-        )
+    check_param_shapes(state_dict, rrdbnet_param_shapes(spec), f"RRDBNet({spec})")
 
 
 GeneratorSpec = RRDBNetSpec | CompactSpec
