@@ -199,3 +199,34 @@ def test_degrade_on_a_local_cluster_is_byte_identical(tmp_path, synth):
     _same_output(tmp_path / "mixed", tmp_path / "local9")
     with pytest.raises(ClusterError, match="--format shards only"):
         make_pairs(PairConfig(shards=str(gt), out=tmp_path / "f", format="folders", scheduler="local:1"))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the worker writing a shard through /proc")
+def test_degrade_worker_killed_mid_task_is_rescheduled_and_output_identical(tmp_path, synth):
+    from pipelines.data_jobs.pairs import PairConfig, make_pairs
+
+    gt, _ = synth.write_shards(tmp_path / "gt", [8, 8], size=72)
+    make_pairs(PairConfig(shards=str(gt), out=tmp_path / "local", seed=3, shard_size=4, gt_size=64))
+    out = tmp_path / "dask"
+    command = [sys.executable, str(REPO / "cli.py"), "degrade", "--shards", str(gt), "--out", str(out), "--seed", "3",
+               "--shard-size", "4", "--gt-size", "64", "--scheduler", "local:2"]
+    job = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
+    killed = None
+    try:
+        deadline = time.monotonic() + 300
+        while killed is None and job.poll() is None and time.monotonic() < deadline:
+            holders = _holders_of_tmp(out)
+            if holders:
+                killed = holders[0]
+                os.kill(killed, signal.SIGKILL)
+            time.sleep(0.005)
+        output = job.communicate(timeout=600)[0]
+    finally:
+        job.kill()
+    assert killed is not None, "no worker was caught writing a pair shard"
+    assert job.returncode == 0, output
+    retried = [line for line in output.splitlines() if line.startswith("dask: ")]
+    assert retried and int(retried[0].split()[1]) >= 1, output
+    _same_output(out, tmp_path / "local")
+    assert not list(out.glob("*.tmp"))
