@@ -3,7 +3,7 @@
 On CPU (float32/float64) each sample is filtered on its own through OpenCV, on the smallest path its
 kernel allows: the kernels the pipeline builds are zero-padded to 21×21, so the zero border is cut off
 (7×7 needs a ninth of the work); a rank-one (separable) kernel, e.g. every isotropic Gaussian, runs as
-two 1-D passes (`cv2.sepFilter2D`); any other kernel goes to `cv2.filter2D`, which itself switches to
+two 1-D passes (`separable_filter_plane`); any other kernel goes to `cv2.filter2D`, which itself switches to
 a DFT for large kernels; the identity (a skipped blur) is a copy. The samples are spread over torch's
 threads (`degrade.parallel`). The results equal the 2-D correlation with the full kernel within float
 rounding, and depend only on the sample's own kernel and image size, never on the rest of the batch or
@@ -12,6 +12,8 @@ grouped convolution for the whole batch.
 """
 
 from __future__ import annotations
+
+import threading
 
 import cv2
 import numpy as np
@@ -22,9 +24,11 @@ from torch import Tensor
 from degrade.checks import check_dtype
 from degrade.parallel import run_parallel
 
-__all__ = ["filter2d", "reflect_pad", "reflect_indices", "kernel_support", "separable_factors"]
+__all__ = ["filter2d", "reflect_pad", "reflect_indices", "kernel_support", "separable_factors",
+           "separable_filter_plane"]
 
 _OPENCV_DTYPES = (torch.float32, torch.float64)
+_scratch = threading.local()  # per-thread work planes of separable_filter_plane
 
 
 def _check_images(images: Tensor, name: str = "images") -> None:
@@ -133,6 +137,36 @@ def separable_factors(kernel: np.ndarray) -> tuple[np.ndarray, np.ndarray] | Non
     return column.astype(kernel.dtype), row.astype(kernel.dtype)
 
 
+def _work_planes(shape: tuple[int, int], dtype: np.dtype) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Three work planes per thread for ``separable_filter_plane``, kept between calls (allocating them is a
+    page-fault pass each): one of the plane's shape and two transposed."""
+    key = (shape, dtype.str)
+    cached = getattr(_scratch, "planes", None)
+    if cached is None or cached[0] != key:
+        flat = [np.empty(shape[::-1], dtype) for _ in range(3)]
+        cached = (key, (flat[0].reshape(shape), flat[1], flat[2]))
+        _scratch.planes = cached
+    return cached[1]
+
+
+def separable_filter_plane(image: np.ndarray, column: np.ndarray, row: np.ndarray, out: np.ndarray) -> None:
+    """Correlate one (H, W) plane with ``outer(column, row)`` into ``out`` (reflect-101 border), as
+    ``cv2.sepFilter2D(image, -1, row, column)`` does within float rounding.
+
+    OpenCV's column filter runs a long kernel about twice as fast as its row filter (0.46 vs 0.97 ms for 51
+    taps, 0.20 vs 0.34 ms for 21 taps on a 400² float32 plane, one AMD EPYC core; it uses the kernel's
+    symmetry), so the horizontal pass runs as a vertical pass over the transposed plane: vertical pass,
+    transpose, vertical pass, transpose back (1.0 instead of 1.46 ms per 51-tap blur, with the same error
+    against a float64 blur).
+    """
+    vertical, transposed, filtered = _work_planes(image.shape, image.dtype)
+    identity = np.ones(1, image.dtype)
+    cv2.sepFilter2D(image, -1, identity, column, dst=vertical, borderType=cv2.BORDER_REFLECT_101)
+    cv2.transpose(vertical, transposed)
+    cv2.sepFilter2D(transposed, -1, identity, row, dst=filtered, borderType=cv2.BORDER_REFLECT_101)
+    cv2.transpose(filtered, out)
+
+
 def _filter_sample_opencv(image: np.ndarray, kernel: np.ndarray, out: np.ndarray) -> None:
     """Filter one (C, H, W) image with one (k, k) kernel into ``out``: the cheapest exact OpenCV path."""
     half = kernel_support(kernel)
@@ -146,7 +180,7 @@ def _filter_sample_opencv(image: np.ndarray, kernel: np.ndarray, out: np.ndarray
         if factors is None:
             cv2.filter2D(image[c], -1, kernel, dst=out[c], borderType=cv2.BORDER_REFLECT_101)
         else:
-            cv2.sepFilter2D(image[c], -1, factors[1], factors[0], dst=out[c], borderType=cv2.BORDER_REFLECT_101)
+            separable_filter_plane(image[c], factors[0], factors[1], out[c])
 
 
 def _filter2d_opencv(images: Tensor, kernels: Tensor) -> Tensor:

@@ -9,7 +9,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from degrade.filter import filter2d, reflect_pad
+from degrade.filter import filter2d, reflect_pad, separable_filter_plane
 from degrade.kernels import gaussian_kernel
 from degrade.resize import resize
 from degrade.sharpen import USMSharpen, gaussian_blur_separable, gaussian_taps, usm_sharpen
@@ -64,6 +64,21 @@ def test_filter2d_errors_name_the_problem():
         filter2d(torch.zeros(2, 3, 8, 8), torch.zeros(3, 3, 3))
     with pytest.raises(ValueError, match=r"\(B, C, H, W\)"):
         filter2d(torch.zeros(3, 8, 8), torch.zeros(1, 3, 3))
+
+
+@pytest.mark.parametrize("dtype,atol", [(np.float64, 1e-13), (np.float32, 2e-6)])
+@pytest.mark.parametrize("shape", [(40, 57), (57, 40), (23, 23)])
+def test_separable_filter_plane_equals_the_2d_correlation(dtype, atol, shape):
+    # Asymmetric factors of different lengths: a transposed pass that swapped the axes, flipped a kernel or
+    # padded the wrong border would differ by far more than rounding.
+    rng = np.random.default_rng(4)
+    image = rng.random(shape).astype(dtype)
+    column, row = rng.random(9).astype(dtype), rng.random(5).astype(dtype)
+    out = np.empty_like(image)
+    separable_filter_plane(image, column, row, out)
+    expected = cv2.filter2D(image.astype(np.float64), -1, np.outer(column, row).astype(np.float64),
+                            borderType=cv2.BORDER_REFLECT_101)
+    np.testing.assert_allclose(out, expected, rtol=0, atol=atol)
 
 
 def test_gaussian_taps_equal_opencv_default_sigma():

@@ -54,12 +54,18 @@ def test_mask_cut_of_infinite_threshold_selects_nothing():
 
 
 def _usm_numpy(image: np.ndarray, weight: float = 0.5, threshold: float = 10) -> np.ndarray:
-    """The tensor formula of usm_sharpen written plainly with whole-plane numpy temporaries."""
+    """The tensor formula of usm_sharpen written plainly with whole-plane numpy temporaries; the blur is the
+    vertical 1-D pass, then the horizontal one as a vertical pass over the transposed plane."""
     taps = gaussian_taps(51, dtype=torch.float32).numpy()
-    blur = cv2.sepFilter2D(image, -1, taps, taps, borderType=cv2.BORDER_REFLECT_101)
-    residual = image - blur
+
+    def blur(plane: np.ndarray) -> np.ndarray:
+        one = np.ones(1, np.float32)
+        vertical = cv2.sepFilter2D(plane, -1, one, taps, borderType=cv2.BORDER_REFLECT_101)
+        return cv2.sepFilter2D(np.ascontiguousarray(vertical.T), -1, one, taps, borderType=cv2.BORDER_REFLECT_101).T
+
+    residual = image - blur(image)
     mask = (np.abs(residual) * 255 > threshold).astype(np.float32)
-    soft = cv2.sepFilter2D(mask, -1, taps, taps, borderType=cv2.BORDER_REFLECT_101)
+    soft = blur(mask)
     sharp = np.clip(image + weight * residual, 0, 1)
     return soft * sharp + (1 - soft) * image
 
