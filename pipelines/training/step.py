@@ -8,6 +8,12 @@ iteration; the trainer (`pipelines.training.train`) and the benchmark (`bench/tr
 Precision: the degradation and the crop (`make_training_pair`) always run in fp32 (fidelity of the paper's
 pipeline); only the network forwards and the losses on their outputs run under autocast. Losses are
 accumulated in fp32 (the network output is cast back before L1).
+
+Gradient accumulation (``accumulate`` = k): the batch is degraded and pooled whole, as without it, and the G
+and D updates run over k equal micro-batches with each loss divided by k, so the optimizer steps on the whole
+batch's gradients (within float rounding) with 1/k of the activation memory; spectral norm makes one power
+iteration per pass as with the whole batch (`steps.one_power_iteration`), and DDP reduces once per update.
+It is the paper's batch on a smaller GPU, not a larger batch: raise ``data.batch_size`` for that.
 """
 
 from __future__ import annotations
@@ -22,7 +28,15 @@ from torch.nn.parallel import DistributedDataParallel
 from models.ema import ModelEMA
 from pipelines.hardware import PRECISIONS, native_bf16
 from pipelines.training.pool import TrainingPairPool
-from pipelines.training.steps import TrainingPair, discriminator_step, generator_step, make_training_pair
+from pipelines.training.steps import (
+    TrainingPair,
+    discriminator_step,
+    generator_step,
+    make_training_pair,
+    no_sync_unless,
+    one_power_iteration,
+    split_pair,
+)
 from pipelines.training.train_config import ConfigError, TrainConfig
 
 __all__ = ["TrainStep", "TrainingDiverged", "resolve_precision"]
@@ -114,29 +128,40 @@ class TrainStep:
         return pair
 
     def generator_update(self, pair: TrainingPair, iteration: int, lr: float) -> tuple[dict[str, float], Tensor]:
-        """G's losses, a finite check agreed by all ranks (before any weight changes), backward, Adam step."""
+        """G's losses and backward over the micro-batches, a finite check agreed by all ranks (before any
+        weight changes), one Adam step. Returns the whole batch's mean losses and G's output."""
         _set_lr(self.opt_g, lr)
         if self.net_d is not None:
             self.net_d.requires_grad_(False)  # G's GAN loss must not update D (reference §4.2 step 1)
-        loss_cfg = self.cfg.loss
-        logs, output, loss = generator_step(self.model_g, self.opt_g, pair, pixel_weight=loss_cfg.pixel_weight,
-                                            perceptual=self.perceptual, net_d=self.net_d,
-                                            gan_weight=loss_cfg.gan_weight, precision=self.precision)
+        loss_cfg, parts = self.cfg.loss, split_pair(pair, self.cfg.accumulate)
+        self.opt_g.zero_grad(set_to_none=True)
+        part_logs, outputs = [], []
+        for index, part in enumerate(parts):
+            with no_sync_unless(self.model_g, index == len(parts) - 1), one_power_iteration(self.net_d, index > 0):
+                logs, output, loss = generator_step(self.model_g, part, pixel_weight=loss_cfg.pixel_weight,
+                                                    perceptual=self.perceptual, net_d=self.net_d,
+                                                    gan_weight=loss_cfg.gan_weight, precision=self.precision)
+                if len(parts) > 1:
+                    loss = loss / len(parts)
+                (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+            part_logs.append(logs)
+            outputs.append(output)
+        logs = part_logs[0] if len(parts) == 1 else {key: sum(p[key] for p in part_logs) / len(parts)
+                                                     for key in part_logs[0]}
         (diverged,) = self._agree([not math.isfinite(logs["l_g_total"])])
         if diverged:
             raise TrainingDiverged(f"loss is not finite at iteration {iteration} ({logs})")
-        (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
         if self.scaler is not None:
             self.scaler.step(self.opt_g)  # skips the step when the scaled gradients overflowed
         else:
             self.opt_g.step()
-        return logs, output
+        return logs, outputs[0] if len(outputs) == 1 else torch.cat([o.detach() for o in outputs])
 
     def discriminator_update(self, pair: TrainingPair, output: Tensor, lr: float) -> dict[str, float]:
         _set_lr(self.opt_d, lr)
         self.net_d.requires_grad_(True)
         return discriminator_step(self.model_d, self.opt_d, pair.gt, output, precision=self.precision,
-                                  scaler=self.scaler)
+                                  scaler=self.scaler, micro_batches=self.cfg.accumulate)
 
     def state_dict(self) -> dict:
         """What a checkpoint needs to continue this step bit-identically (networks, EMA, optimizers, scaler)."""

@@ -1,4 +1,4 @@
-"""One training iteration, as plain functions: make the pair, update G, update D.
+"""One training iteration, as plain functions: make the pair, G's losses, update D.
 
 `make_training_pair` is the reference's `feed_data` (reference §1.2): USM-sharpen the 400×400 GT,
 degrade it on the GT's device, crop the 256/64 pair with one offset for the batch, pass it through
@@ -8,7 +8,8 @@ GAN model recomputes USM after the pool the same way; here both stages do, see R
 
 from __future__ import annotations
 
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -19,7 +20,8 @@ from models.losses import gan_loss, l1_loss
 from pipelines.hardware import autocast
 from pipelines.training.pool import TrainingPairPool
 
-__all__ = ["TrainingPair", "random_crop_offsets", "make_training_pair", "generator_step", "discriminator_step"]
+__all__ = ["TrainingPair", "random_crop_offsets", "make_training_pair", "split_pair", "one_power_iteration",
+           "no_sync_unless", "generator_step", "discriminator_step"]
 
 
 @dataclass(frozen=True)
@@ -56,40 +58,77 @@ def make_training_pair(gt: Tensor, *, config: degrade.DegradationConfig, gt_size
     return TrainingPair(lq, gt, target)
 
 
+def split_pair(pair: TrainingPair, parts: int) -> list[TrainingPair]:
+    """The pair as ``parts`` equal micro-batches, in batch order (views, no copies)."""
+    if parts == 1:
+        return [pair]
+    chunks = [t.chunk(parts) for t in (pair.lq, pair.gt, pair.target)]
+    return [TrainingPair(*fields) for fields in zip(*chunks, strict=True)]
+
+
+@contextmanager
+def one_power_iteration(net_d: nn.Module | None, later_micro_batch: bool) -> Iterator[None]:
+    """Run a micro-batch after the first with D in eval mode, so that one batch in k micro-batches makes one
+    spectral-norm power iteration per pass, as the whole batch does.
+
+    A spectral-norm layer updates its u, v in every training-mode forward; in eval mode it uses them as they
+    are, i.e. as the first micro-batch left them, which gives the same normalised weight. The U-Net
+    discriminator has no other mode-dependent layer (no dropout, no batch norm).
+    """
+    if net_d is None or not later_micro_batch or not net_d.training:
+        yield
+        return
+    net_d.eval()
+    try:
+        yield
+    finally:
+        net_d.train()
+
+
+def no_sync_unless(model: nn.Module, last: bool):
+    """DDP: reduce gradients only in the last backward of an accumulated step (in one process: nothing)."""
+    return model.no_sync() if hasattr(model, "no_sync") and not last else nullcontext()
+
+
 def _to_floats(terms: dict[str, Tensor]) -> dict[str, float]:
     """Scalar tensors -> Python floats with one device-to-host copy (one sync on CUDA, not one per term)."""
     values = torch.stack([t.detach().float().reshape(()) for t in terms.values()]).tolist()
     return dict(zip(terms, values, strict=True))
 
 
+def _fp32_or_wider(t: Tensor) -> Tensor:
+    """Autocast outputs back to fp32 for the losses; a float64 run (tests of exactness) stays float64."""
+    return t if t.dtype == torch.float64 else t.float()
+
+
 def _identity(loss: Tensor) -> Tensor:
     return loss
 
 
-def generator_step(net_g: nn.Module, optimizer: torch.optim.Optimizer, pair: TrainingPair, *,
-                   pixel_weight: float, perceptual: nn.Module | None = None, net_d: nn.Module | None = None,
-                   gan_weight: float = 0.1, precision: str = "fp32") -> tuple[dict[str, float], Tensor, Tensor]:
-    """Update G: L1 (+ perceptual + GAN in stage gan). Returns logs, the output and the total loss.
+def generator_step(net_g: nn.Module, pair: TrainingPair, *, pixel_weight: float, perceptual: nn.Module | None = None,
+                   net_d: nn.Module | None = None, gan_weight: float = 0.1,
+                   precision: str = "fp32") -> tuple[dict[str, float], Tensor, Tensor]:
+    """G's losses on a (micro-)batch: L1 (+ perceptual + GAN in stage gan). Returns logs, the output and the
+    total loss; the caller runs backward and steps the optimizer (`pipelines.training.step.TrainStep`).
 
     ``net_d`` is the unwrapped discriminator with its parameters frozen by the caller (reference §4.2
     step 1); its gradient flows only into G. ``precision`` ("fp32", "bf16", "fp16") is the autocast of the
     network forwards; the losses are computed on fp32 copies of their outputs.
     """
-    optimizer.zero_grad(set_to_none=True)
     with autocast(pair.lq.device, precision):
         output = net_g(pair.lq)
-    output = output.float()
+    output = _fp32_or_wider(output)
     terms: dict[str, Tensor] = {}
     loss = l1_loss(output, pair.target, pixel_weight)
     terms["l_g_pix"] = loss
     if perceptual is not None:
         with autocast(pair.lq.device, precision):
-            l_percep = perceptual(output, pair.target).float()
+            l_percep = _fp32_or_wider(perceptual(output, pair.target))
         terms["l_g_percep"] = l_percep
         loss = loss + l_percep
     if net_d is not None:
         with autocast(pair.lq.device, precision):
-            l_gan = gan_loss(net_d(output).float(), True, is_disc=False, weight=gan_weight)
+            l_gan = gan_loss(_fp32_or_wider(net_d(output)), True, is_disc=False, weight=gan_weight)
         terms["l_g_gan"] = l_gan
         loss = loss + l_gan
     terms["l_g_total"] = loss
@@ -97,27 +136,32 @@ def generator_step(net_g: nn.Module, optimizer: torch.optim.Optimizer, pair: Tra
 
 
 def discriminator_step(net_d: nn.Module, optimizer: torch.optim.Optimizer, real: Tensor, fake: Tensor, *,
-                       precision: str = "fp32", scaler: torch.amp.GradScaler | None = None) -> dict[str, float]:
+                       precision: str = "fp32", scaler: torch.amp.GradScaler | None = None,
+                       micro_batches: int = 1) -> dict[str, float]:
     """Update D on real (unsharpened GT) and fake (detached G output), two backward passes (§4.2 steps 3-6).
 
-    With a ``scaler`` (fp16) both losses are scaled and the step is skipped on overflow; the caller calls
-    ``scaler.update()`` once per iteration.
+    With ``micro_batches`` k > 1 each pass runs over k equal parts with the loss divided by k, all real parts
+    before all fake parts, and only the first part of a pass in training mode (`one_power_iteration`): the
+    gradients and spectral-norm vectors of the whole batch within float rounding, in 1/k of the activation
+    memory. With a ``scaler`` (fp16) every loss is scaled and the step is skipped on overflow; the caller
+    calls ``scaler.update()`` once per iteration. Logs are means over the parts (the whole batch's values).
     """
     scale = scaler.scale if scaler is not None else _identity
     optimizer.zero_grad(set_to_none=True)
-    no_sync = net_d.no_sync() if hasattr(net_d, "no_sync") else nullcontext()
-    with no_sync:  # DDP: reduce gradients once, after both passes
-        with autocast(real.device, precision):
-            real_logits = net_d(real).float()
-        l_real = gan_loss(real_logits, True, is_disc=True)
-        scale(l_real).backward()
-    with autocast(real.device, precision):
-        fake_logits = net_d(fake.detach().clone()).float()
-    l_fake = gan_loss(fake_logits, False, is_disc=True)
-    scale(l_fake).backward()
+    reals, fakes = real.chunk(micro_batches), fake.detach().chunk(micro_batches)
+    terms: dict[str, list[Tensor]] = {"l_d_real": [], "out_d_real": [], "l_d_fake": [], "out_d_fake": []}
+    for kind, parts, target in (("real", reals, True), ("fake", fakes, False)):
+        for index, part in enumerate(parts):
+            last = kind == "fake" and index == len(parts) - 1
+            with no_sync_unless(net_d, last), one_power_iteration(net_d, index > 0):  # DDP: reduce once, at the end
+                with autocast(real.device, precision):
+                    logits = _fp32_or_wider(net_d(part.clone() if kind == "fake" else part))
+                loss = gan_loss(logits, target, is_disc=True)
+                scale(loss / micro_batches if micro_batches > 1 else loss).backward()
+            terms[f"l_d_{kind}"].append(loss.detach())
+            terms[f"out_d_{kind}"].append(logits.detach().mean())
     if scaler is not None:
         scaler.step(optimizer)
     else:
         optimizer.step()
-    return _to_floats({"l_d_real": l_real, "out_d_real": real_logits.mean(), "l_d_fake": l_fake,
-                       "out_d_fake": fake_logits.mean()})
+    return _to_floats({name: torch.stack(values).mean() for name, values in terms.items()})

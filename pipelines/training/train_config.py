@@ -138,6 +138,9 @@ class TrainConfig:
     val_lq: str = ""  # folder of real LR images (no GT) scored by NIQE at each validation; "" disables it
     keep_checkpoints: int = 5  # newest checkpoints kept (the latest and the best validated are never deleted; 0: all)
     compile: bool = False  # torch.compile the generator (and discriminator)
+    # Gradient accumulation: each batch's G and D updates run in this many equal micro-batches (the same
+    # step within float rounding, 1/k of the activation memory); data.batch_size must be divisible by it.
+    accumulate: int = 1
     channels_last: bool = True  # on CUDA only: measured slower for CPU training (README)
     # Autocast precision of the networks (the degradation always runs in fp32): "auto" is bf16 where the
     # device runs it natively (CUDA with bf16, CPUs with AMX or AVX512-BF16), else fp32; fp16 (with a
@@ -204,6 +207,10 @@ def check_config(cfg: TrainConfig) -> None:
               f"(and gt_size divisible by 8 for the U-Net discriminator)")
     if data.batch_size < 1:
         _fail(f"data.batch_size must be at least 1, got {data.batch_size}")
+    if cfg.accumulate < 1 or data.batch_size % cfg.accumulate:
+        divisors = ", ".join(str(k) for k in range(1, data.batch_size + 1) if data.batch_size % k == 0)
+        _fail(f"accumulate ({cfg.accumulate}) must divide data.batch_size ({data.batch_size}) into equal "
+              f"micro-batches: use one of {divisors}")
     if cfg.queue_size < 0 or (cfg.queue_size and cfg.queue_size % data.batch_size):
         multiple = max(1, cfg.queue_size // data.batch_size) * data.batch_size
         _fail(f"queue_size ({cfg.queue_size}) must be a multiple of the per-process batch size "
