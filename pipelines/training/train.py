@@ -239,8 +239,10 @@ def _build_run(cfg: TrainConfig, info: DistInfo, resume: bool, log, overwrite: b
         _init_weights(cfg, net_g, log)
     step = TrainStep(cfg, net_g, net_d, perceptual, dev, distributed=info.distributed,
                      agree=lambda flags: _agree(flags, info))
+    micro = f", {cfg.accumulate} micro-batches of {cfg.data.batch_size // cfg.accumulate} per update" \
+        if cfg.accumulate > 1 else ""
     log(f"precision {step.precision} (config: {cfg.precision}), channels_last {step.channels_last}, "
-        f"compile {cfg.compile} on {dev}")
+        f"compile {cfg.compile} on {dev}{micro}")
     rank_gen = torch.Generator().manual_seed(_seed(cfg.seed, 1, info.rank))  # degradation, crops
     pool = TrainingPairPool(cfg.queue_size, torch.Generator().manual_seed(_seed(cfg.seed, 2, info.rank)))
     start = _restore(checkpoint, step, rank_gen, pool, stream, info, log) if checkpoint is not None else 0
