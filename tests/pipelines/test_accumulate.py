@@ -20,8 +20,9 @@ from models.rrdbnet import RRDBNet
 from models.vgg import VGGFeatureExtractor
 from pipelines.training.pool import TrainingPairPool
 from pipelines.training.step import TrainStep
-from pipelines.training.train import PERCEPTUAL_LAYERS
+from pipelines.training.train import PERCEPTUAL_LAYERS, train
 from pipelines.training.train_config import ConfigError, load_train_config
+from tests.pipelines.test_train import TINY  # the tiny training config of the trainer's own tests
 
 BATCH = 4
 
@@ -86,3 +87,12 @@ def test_accumulate_must_divide_the_batch():
         load_train_config("net", values={"accumulate": 5})
     with pytest.raises(ConfigError, match="accumulate"):
         load_train_config("net", values={"accumulate": 0})
+
+
+def test_the_trainer_runs_accumulated_steps_and_says_so(tmp_path, shards):
+    cfg = load_train_config("gan", None, [*TINY, f"data.shards='{shards}'", f"run_dir='{tmp_path / 'run'}'",
+                                          "total_iter=2", "accumulate=2"])
+    lines: list[str] = []
+    result = train(cfg, device="cpu", log=lines.append)
+    assert result.iteration == 2 and not result.interrupted
+    assert any(line.startswith("precision") and line.endswith("2 micro-batches of 1 per update") for line in lines)
