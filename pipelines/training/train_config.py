@@ -228,8 +228,6 @@ def check_config(cfg: TrainConfig) -> None:
         check_decay(cfg.ema_decay, "ema_decay")
     except ValueError as error:
         _fail(str(error))
-    if data.num_workers < 0:
-        _fail(f"data.num_workers must be >= 0, got {data.num_workers}")
     if cfg.val_select not in ("psnr", "ssim", "niqe", "none"):
         _fail(f"val_select must be psnr, ssim, niqe or none, got {cfg.val_select!r}")
     _validate_ranges(cfg)
@@ -257,9 +255,9 @@ def _validate_ranges(cfg: TrainConfig) -> None:
             _fail(f"loss.{name} must be >= 0 (0 switches the term off), got {getattr(loss, name)}")
     if any(w < 0 for w in loss.perceptual_layer_weights):
         _fail(f"loss.perceptual_layer_weights must be >= 0, got {list(loss.perceptual_layer_weights)}")
-    if cfg.data.num_workers > MAX_NUM_WORKERS:
-        _fail(f"data.num_workers = {cfg.data.num_workers} is more than {MAX_NUM_WORKERS} loader processes per "
-              f"training process; use about the CPU cores per GPU (the paper: 5)")
+    if not 0 <= cfg.data.num_workers <= MAX_NUM_WORKERS:
+        _fail(f"data.num_workers = {cfg.data.num_workers} must be in [0, {MAX_NUM_WORKERS}] loader processes per "
+              f"training process (0: load in the training process); use about the CPU cores per GPU (the paper: 5)")
     if cfg.data.max_pixels < 0:
         _fail(f"data.max_pixels must be >= 0 (0: no limit), got {cfg.data.max_pixels}")
     if cfg.keep_checkpoints < 0:

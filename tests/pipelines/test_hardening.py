@@ -206,7 +206,8 @@ def test_a_truncated_pair_shard_is_named(tmp_path):
     ("optim.gamma=-1.0", r"optim.gamma must be in \(0, 1\]"),
     ("loss.pixel_weight=-1.0", "loss.pixel_weight must be >= 0"),
     ("loss.gan_weight=-0.1", "loss.gan_weight must be >= 0"),
-    ("data.num_workers=1000", "data.num_workers = 1000 is more than 64"),
+    ("data.num_workers=1000", r"data.num_workers = 1000 must be in \[0, 64\]"),
+    ("data.num_workers=-1", r"data.num_workers = -1 must be in \[0, 64\]"),
     ("keep_checkpoints=-1", "keep_checkpoints must be >= 0"),
 ])
 def test_invalid_values_are_refused_at_config_time(override, message):
