@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["JPEG_SAMPLINGS", "VIDEO_ENCODERS", "opencv_roundtrip", "video_frame_roundtrip"]
+__all__ = ["JPEG_SAMPLINGS", "VIDEO_ENCODERS", "encode_params", "opencv_roundtrip", "video_frame_roundtrip"]
 
 JPEG_SAMPLINGS: tuple[str, ...] = ("4:2:0", "4:2:2", "4:4:4")
 _SAMPLING_FLAGS = {"4:2:0": cv2.IMWRITE_JPEG_SAMPLING_FACTOR_420, "4:2:2": cv2.IMWRITE_JPEG_SAMPLING_FACTOR_422,
@@ -22,7 +22,7 @@ VIDEO_ENCODERS = {"h264": ("libx264", "h264"), "hevc": ("libx265", "hevc")}  # (
 PRESETS = {"h264": "medium", "hevc": "ultrafast"}  # x265's slower presets take seconds per frame on 2 cores
 
 
-def _encode_params(kind: str, quality: int, sampling: str) -> tuple[str, list[int]]:
+def encode_params(kind: str, quality: int, sampling: str) -> tuple[str, list[int]]:
     if kind == "webp":
         return ".webp", [cv2.IMWRITE_WEBP_QUALITY, quality]
     return ".jpg", [cv2.IMWRITE_JPEG_QUALITY, quality, cv2.IMWRITE_JPEG_SAMPLING_FACTOR, _SAMPLING_FLAGS[sampling]]
@@ -85,7 +85,7 @@ def opencv_roundtrip(images: Tensor, kinds: list[str], qualities: Tensor, sampli
                 np.divide(decoded[..., c], 255, out=out[i, c], dtype=out.dtype)
             continue
         bgr = cv2.merge([work[2].astype(np.uint8), work[1].astype(np.uint8), work[0].astype(np.uint8)])
-        extension, params = _encode_params(kind, int(quality), sampling)
+        extension, params = encode_params(kind, int(quality), sampling)
         ok, encoded = cv2.imencode(extension, bgr, params)
         if not ok:
             raise RuntimeError(f"cv2.imencode({extension!r}) failed on an image of shape {tuple(bgr.shape)}")

@@ -4,7 +4,8 @@ The paper compresses with JPEG only, 4:2:0; that stays the default and runs thro
 batched libjpeg emulation on any device, or OpenCV). The other modes are what images meet on their way
 to users (issue 10 §4):
 
-* JPEG with 4:2:2 or 4:4:4 chroma sampling — libjpeg through OpenCV's ``IMWRITE_JPEG_SAMPLING_FACTOR``;
+* JPEG with 4:2:2 or 4:4:4 chroma sampling — libjpeg through OpenCV's ``IMWRITE_JPEG_SAMPLING_FACTOR`` on CPU,
+  the batched emulation (`jpeg_compress` with ``sampling``, bit-identical) on other devices;
 * WebP — libwebp through OpenCV, quality 1-100 (lossy);
 * one intra-coded H.264 or HEVC frame — libx264 / libx265 through PyAV (the optional extra ``video``:
   ``pip install -e ".[video]"``), constant rate factor rounded to an integer, one thread
@@ -13,8 +14,7 @@ to users (issue 10 §4):
   seconds per frame on two cores); sides are replicate-padded to whole 16×16 macroblocks (at
   least 32) for the encoder and cropped after decoding.
 
-All of these run one sample at a time on CPU (tensors on another device make a host round trip).
-The torch JPEG emulation covers 4:2:0 only, so ``backend="torch"`` with another sampling is an error.
+WebP and video run one sample at a time on CPU (tensors on another device make a host round trip).
 Every sample is encoded on its own, so its result never depends on the rest of the batch (replay).
 """
 
@@ -41,19 +41,15 @@ def compress(images: Tensor, kind: Tensor, sampling: Tensor, jpeg_quality: Tenso
         sampling: (B,) int64 indices into `JPEG_SAMPLINGS` (used by JPEG samples).
         jpeg_quality, webp_quality: (B,) qualities, rounded half to even and clamped to [1, 100].
         video_crf: (B,) constant rate factors of the H.264/HEVC samples, rounded half to even, in [0, 51].
-        backend: the JPEG backend for 4:2:0 samples (see `jpeg_compress`); "torch" cannot do other samplings.
+        backend: the JPEG backend (see `jpeg_compress`), for every chroma sampling.
 
     Returns:
         (B, 3, H, W) decoded images on the 1/255 grid.
     """
     images = images.clamp(0, 1)
     kind, sampling = kind.cpu(), sampling.cpu()
-    default = (kind == 0) & (sampling == 0)
-    if bool(default.all()):
+    if bool(((kind == 0) & (sampling == 0)).all()):  # the paper's step: JPEG 4:2:0 only
         return jpeg_compress(images, jpeg_quality.to(images.device), backend=backend)
-    if backend == "torch" and bool(((kind == 0) & (sampling != 0)).any()):
-        raise ValueError("jpeg_backend 'torch' emulates 4:2:0 JPEG only; use jpeg_backend 'auto' or 'opencv' for "
-                         "4:2:2 / 4:4:4 chroma sampling (OpenCV's libjpeg)")
     b = images.shape[0]
     quality = torch.where(kind == 1, _quality_per_sample(webp_quality.cpu(), b, torch.device("cpu")),
                           _quality_per_sample(jpeg_quality.cpu(), b, torch.device("cpu")))
@@ -61,12 +57,15 @@ def compress(images: Tensor, kind: Tensor, sampling: Tensor, jpeg_quality: Tenso
         crf = torch.round(video_crf.cpu().to(torch.float64)).clamp(0, 51).to(torch.int64)
         quality = torch.where(kind >= 2, crf, quality)
     out = torch.empty_like(images)
-    rows = torch.nonzero(default).flatten()
+    for index, name in enumerate(JPEG_SAMPLINGS):  # JPEG, batched per chroma sampling
+        rows = torch.nonzero((kind == 0) & (sampling == index)).flatten()
+        if rows.numel():
+            dev_rows = rows.to(images.device)
+            out[dev_rows] = jpeg_compress(images[dev_rows], quality[rows].to(images.device), backend=backend,
+                                          sampling=name)
+    rows = torch.nonzero(kind != 0).flatten()
     if rows.numel():
         dev_rows = rows.to(images.device)
-        out[dev_rows] = jpeg_compress(images[dev_rows], quality[rows].to(images.device), backend=backend)
-    rows = torch.nonzero(~default).flatten()
-    dev_rows = rows.to(images.device)
-    out[dev_rows] = opencv_roundtrip(images[dev_rows], [COMPRESSION_TYPES[int(k)] for k in kind[rows]],
-                                     quality[rows], [JPEG_SAMPLINGS[int(s)] for s in sampling[rows]])
+        out[dev_rows] = opencv_roundtrip(images[dev_rows], [COMPRESSION_TYPES[int(k)] for k in kind[rows]],
+                                         quality[rows], [JPEG_SAMPLINGS[int(s)] for s in sampling[rows]])
     return out

@@ -5,8 +5,8 @@ float approximation of JPEG. It differs from what libjpeg writes and reads in se
 the quant tables are scaled in float, without rounding and without the [1, 255] clamp; the
 luminance table is transposed; the borders are zero-padded to multiples of 16; pixels are never
 rounded; and the chroma is upsampled nearest. This module follows libjpeg-turbo's default
-baseline path step by step instead: 4:2:0 sampling, the ISLOW integer DCT, the Annex K tables, and
-fancy upsampling.
+baseline path step by step instead: 4:2:0 sampling (4:2:2 and 4:4:4 on request, `degrade.jpeg_chroma`),
+the ISLOW integer DCT, the Annex K tables, and fancy upsampling.
 
 1. Quantize the pixels to uint8 and convert RGB to YCbCr with jccolor.c's 16-bit fixed-point tables.
 2. Replicate the right and bottom edges to whole blocks (jcprepct.c ``expand_bottom_edge``,
@@ -50,7 +50,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from degrade.codecs import opencv_roundtrip
+from degrade.codecs import JPEG_SAMPLINGS, encode_params, opencv_roundtrip
+from degrade.jpeg_chroma import decode_chroma_into, encode_chroma, pad_replicate, round_up
 
 __all__ = ["jpeg_compress"]
 
@@ -209,18 +210,6 @@ def _right_matmul(x: Tensor, matrix: Tensor, bias: Tensor) -> Tensor:
     return torch.addmm(bias, x.reshape(-1, matrix.shape[0]), matrix).floor_().reshape(*x.shape[:-1], -1)
 
 
-def _pad_replicate(x: Tensor, height: int, width: int, dtype: torch.dtype) -> Tensor:
-    """(B, C, h, w) -> (B, C, height, width) of ``dtype``, the last row and column repeated."""
-    h, w = x.shape[-2:]
-    if (h, w) == (height, width):
-        return x.to(dtype)
-    out = x.new_empty(*x.shape[:-2], height, width, dtype=dtype)
-    out[..., :h, :w] = x
-    out[..., :h, w:] = out[..., :h, w - 1 : w]
-    out[..., h:, :] = out[..., h - 1 : h, :]
-    return out
-
-
 def _rgb_to_ycc(pixels: Tensor) -> Tensor:
     """jccolor.c rgb_ycc_convert on integer-valued float32 RGB (B, 3, H, W) -> YCbCr, same shape.
 
@@ -250,18 +239,6 @@ def _ycc_to_rgb(ycc: Tensor) -> Tensor:
     torch.mul(cb, _DEC_CB_G / 65536, out=out[:, 1]).add_(cr, alpha=_DEC_CR_G / 65536)
     torch.mul(cb, _DEC_CB_B / 65536, out=out[:, 2])
     return out.add_(0.5).floor_().add_(y.unsqueeze(1)).clamp_(0, 255)
-
-
-def _downsample_h2v2(chroma: Tensor) -> Tensor:
-    """jcsample.c h2v2_downsample: (sum of 2x2 + bias) >> 2, bias 1, 2, 1, 2 ... along a row.
-
-    Expects (B, C, H, W) with H and W even (the caller has replicated the edges already).
-    Strided sums rather than avg_pool2d, which is several times slower on CPU.
-    """
-    rows = chroma[..., 0::2, :] + chroma[..., 1::2, :]
-    sums = rows[..., 0::2] + rows[..., 1::2]
-    bias = torch.arange(sums.shape[-1], device=chroma.device, dtype=chroma.dtype).remainder_(2).add_(1)
-    return sums.add_(bias).mul_(0.25).floor_()
 
 
 def _fdct_quantize_dequantize(samples: Tensor, table_idx: Tensor, consts: dict[str, Tensor]) -> Tensor:
@@ -296,68 +273,34 @@ def _idct(coef: Tensor, consts: dict[str, Tensor]) -> Tensor:
     return rows.remainder_(1024).sub_(384).clamp_(0, 255).reshape(shape)
 
 
-def _upsample_h2v2_into(out: Tensor, chroma: Tensor, offset: float) -> None:
-    """jdsample.c h2v2_fancy_upsample of chroma (..., h, w), plus ``offset``, into out (..., H, W).
-
-    A triangle filter: 3/4 of the nearer and 1/4 of the further sample in each direction, exact
-    integer vertical sums, then >> 4 with bias 8 on even and 7 on odd output columns. The edges
-    repeat the outermost sample, as libjpeg's context rows and first/last-column cases do.
-    H <= 2h and W <= 2w: the rows and columns past the image are never computed.
-    """
-    height, width = out.shape[-2:]
-    padded = torch.nn.functional.pad(chroma, (1, 1, 1, 1), mode="replicate").div_(16)
-    near = padded[..., 1:-1, :]
-    vertical = (torch.add(padded[..., :-2, :], near, alpha=3), torch.add(padded[..., 2:, :], near, alpha=3))
-    for row_phase, colsum in enumerate(vertical):
-        rows = (height - row_phase + 1) // 2
-        for col_phase in (0, 1):
-            cols = (width - col_phase + 1) // 2
-            mid = colsum[..., :rows, 1 : 1 + cols]
-            side = colsum[..., :rows, 2 * col_phase : 2 * col_phase + cols]
-            torch.add(side, mid, alpha=3, out=out[..., row_phase::2, col_phase::2])
-    # Rounding bias 8/16 on even columns, 7/16 on odd ones; built on the device, no host copy.
-    bias = torch.arange(width, dtype=out.dtype, device=out.device).remainder_(2).mul_(-1 / 16)
-    out.add_(bias.add_(8 / 16 + offset)).floor_()
-
-
-def _round_up(n: int, multiple: int) -> int:
-    return -(-n // multiple) * multiple
-
-
-def _jpeg_torch(pixels: Tensor, quality: Tensor) -> Tensor:
+def _jpeg_torch(pixels: Tensor, quality: Tensor, sampling: str = "4:2:0") -> Tensor:
     """The libjpeg-turbo round trip on integer-valued float32 RGB (B, 3, H, W), quality (B,) int.
 
     Colour conversion and resampling run in float32 and the DCTs in float64. Both are exact
-    for the integers that occur at each step.
+    for the integers that occur at each step. Chroma sampling: `degrade.jpeg_chroma`.
     """
     consts = _device_constants(pixels.device)
     b, _, h, w = pixels.shape
     ycc = _rgb_to_ycc(pixels)
-    # Luma is padded to whole 8x8 blocks. A whole 16x16 MCU would add only "dummy" blocks, which
-    # the decoder crops away. Chroma: replicate to even rows and to whole MCU columns before
-    # downsampling (jcprepct.c, jcsample.c), then repeat the last chroma row to whole blocks.
-    luma = _pad_replicate(ycc[:, :1], _round_up(h, 8), _round_up(w, 8), torch.float64)
-    chroma = _downsample_h2v2(_pad_replicate(ycc[:, 1:], _round_up(h, 2), _round_up(w, 16), torch.float32))
-    chroma = _pad_replicate(chroma, _round_up(h, 16) // 2, chroma.shape[-1], torch.float64)
-
+    # Luma is padded to whole 8x8 blocks. A whole MCU (16 wide for 4:2:x) would add only "dummy" blocks,
+    # which the decoder crops away.
+    luma = pad_replicate(ycc[:, :1], round_up(h, 8), round_up(w, 8), torch.float64)
+    chroma = encode_chroma(ycc[:, 1:], sampling)
     table = (quality - 1) * 2  # row of the flattened (quality, component) tables
     luma = _idct(_fdct_quantize_dequantize(luma, table, consts), consts)
     chroma = _idct(_fdct_quantize_dequantize(chroma, table + 1, consts), consts)
-    chroma = chroma[..., : (h + 1) // 2, : (w + 1) // 2].float()
     ycc[:, 0] = luma[:, 0, :h, :w]
-    if chroma.shape[-1] > 2:  # jdsample.c uses the fancy filter only on chroma wider than 2
-        _upsample_h2v2_into(ycc[:, 1:], chroma, offset=-128)
-    else:
-        ycc[:, 1:] = chroma.repeat_interleave(2, dim=-2).repeat_interleave(2, dim=-1)[..., :h, :w] - 128
+    decode_chroma_into(ycc[:, 1:], chroma, sampling)
     return _ycc_to_rgb(ycc)
 
 
-def _jpeg_opencv(pixels: Tensor, quality: Tensor) -> Tensor:
+def _jpeg_opencv(pixels: Tensor, quality: Tensor, sampling: str = "4:2:0") -> Tensor:
     """cv2.imencode / cv2.imdecode per sample on CPU; integer-valued (B, 3, H, W) in, same out."""
     out = []
     for image, q in zip(pixels.to("cpu", torch.uint8), quality.tolist(), strict=True):
         bgr = np.ascontiguousarray(image.permute(1, 2, 0).numpy()[..., ::-1])
-        ok, encoded = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, int(q)])
+        extension, params = encode_params("jpeg", int(q), sampling)
+        ok, encoded = cv2.imencode(extension, bgr, params)
         if not ok:
             raise RuntimeError(f"cv2.imencode failed on an image of shape {tuple(bgr.shape)}")
         decoded = cv2.imdecode(encoded, cv2.IMREAD_COLOR)
@@ -382,11 +325,12 @@ def jpeg_compress(
     quality: Tensor | float | int,
     *,
     backend: Literal["auto", "torch", "opencv"] = "auto",
+    sampling: str = "4:2:0",
 ) -> Tensor:
     """Compress and decompress a batch as baseline JPEG, exactly as OpenCV's libjpeg-turbo does.
 
-    The encoder settings are OpenCV's defaults: 4:2:0 chroma subsampling, the ISLOW integer DCT,
-    the Annex K tables scaled by ``jpeg_set_quality``, and a decoder with fancy upsampling.
+    The encoder settings are OpenCV's defaults: 4:2:0 chroma subsampling (or ``sampling``), the ISLOW
+    integer DCT, the Annex K tables scaled by ``jpeg_set_quality``, and a decoder with fancy upsampling.
     The input is first quantized to 8 bits (``round(x * 255)``, clamped), as a real encoder needs.
     Source: libjpeg-turbo jccolor.c, jcsample.c, jfdctint.c, jcdctmgr.c, jcparam.c, jidctint.c,
     jdsample.c, jdcolor.c. Stands in for BasicSR ``DiffJPEG`` in Real-ESRGAN's degradation.
@@ -399,6 +343,8 @@ def jpeg_compress(
             ``cv2.imencode``/``cv2.imdecode`` one sample at a time on CPU. The two give
             identical results. ``"auto"`` (default) picks opencv for CPU tensors (about 2x faster
             there) and torch for any other device (no round trip through host memory).
+        sampling: chroma sampling, ``"4:2:0"`` (OpenCV's default), ``"4:2:2"`` or ``"4:4:4"``
+            (OpenCV's ``IMWRITE_JPEG_SAMPLING_FACTOR``); every backend follows it bit for bit.
 
     Returns:
         The decoded batch, same shape, dtype and device as ``images``, with values on the 1/255 grid.
@@ -428,13 +374,15 @@ def jpeg_compress(
         raise TypeError(f"images must be a floating-point tensor, got {images.dtype}: pass images.float() / 255")
     if backend not in ("auto", "torch", "opencv"):
         raise ValueError(f"unknown JPEG backend {backend!r}; expected 'auto', 'torch' or 'opencv'")
+    if sampling not in JPEG_SAMPLINGS:
+        raise ValueError(f"unknown JPEG chroma sampling {sampling!r}; expected one of {', '.join(JPEG_SAMPLINGS)}")
     if backend == "auto":
         backend = "opencv" if images.device.type == "cpu" else "torch"
     if backend == "opencv" and images.device.type == "cpu" and images.dtype in (torch.float32, torch.float64):
         b = images.shape[0]  # per sample in numpy (no whole-batch temporaries), same operations as below
-        return opencv_roundtrip(images, ["jpeg"] * b, _quality_per_sample(quality, b, images.device), ["4:2:0"] * b)
+        return opencv_roundtrip(images, ["jpeg"] * b, _quality_per_sample(quality, b, images.device), [sampling] * b)
     work_dtype = images.dtype if images.dtype in (torch.float32, torch.float64) else torch.float32
     pixels = images.detach().to(work_dtype).mul(255).round_().clamp_(0, 255).to(torch.float32)
     q = _quality_per_sample(quality, images.shape[0], pixels.device)
-    out = _jpeg_torch(pixels, q) if backend == "torch" else _jpeg_opencv(pixels, q)
+    out = _jpeg_torch(pixels, q, sampling) if backend == "torch" else _jpeg_opencv(pixels, q, sampling)
     return out.to(images.dtype).div_(255)

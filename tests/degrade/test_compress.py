@@ -86,10 +86,17 @@ def test_mixed_batch_equals_each_sample_alone(sample_batch):
     assert torch.equal(batch[0], degrade.jpeg_compress(sample_batch[:1], 40.0)[0])
 
 
-def test_torch_backend_refuses_other_samplings():
-    with pytest.raises(ValueError, match="4:2:0 JPEG only"):
-        compress(torch.rand(1, 3, 16, 16), _column([0]), _column([2]), torch.tensor([50.0]), torch.zeros(1),
-                 backend="torch")
+def test_torch_backend_follows_every_sampling_bit_for_bit(sample_batch):
+    # The batched emulation (what a GPU runs) against libjpeg through OpenCV, per sample, mixed in one batch.
+    kind, sampling = _column([0, 0, 0, 1]), _column([2, 1, 0, 0])
+    jpeg_q, webp_q = torch.tensor([35.0, 55.0, 75.0, 50.0]), torch.tensor([50.0, 50.0, 50.0, 45.0])
+    emulated = compress(sample_batch, kind, sampling, jpeg_q, webp_q, backend="torch")
+    assert torch.equal(emulated, compress(sample_batch, kind, sampling, jpeg_q, webp_q, backend="opencv"))
+    flags = (cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_422)
+    for i, rgb in enumerate(_uint8(sample_batch[:2])):
+        expected = _cv2_roundtrip(rgb, ".jpg", [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_q[i]),
+                                                cv2.IMWRITE_JPEG_SAMPLING_FACTOR, flags[i]])
+        np.testing.assert_array_equal(emulated[i].permute(1, 2, 0).numpy(), expected)
 
 
 def _mixture_stage(**extra) -> StageConfig:

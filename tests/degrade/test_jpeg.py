@@ -23,9 +23,9 @@ from degrade.jpeg import jpeg_compress as _jpeg_compress
 from tests.conftest import SAMPLE_FILES, cuda_or_skip, load_sample_rgb, to_batch
 
 
-def jpeg_compress(images, quality, *, backend="torch"):
+def jpeg_compress(images, quality, *, backend="torch", sampling="4:2:0"):
     """These tests exercise the torch emulation: the library's default "auto" picks OpenCV on CPU."""
-    return _jpeg_compress(images, quality, backend=backend)
+    return _jpeg_compress(images, quality, backend=backend, sampling=sampling)
 
 
 def test_auto_backend_is_opencv_on_cpu_and_equals_the_torch_emulation(sample_batch):
@@ -43,12 +43,17 @@ _ZIGZAG = [
 ]
 
 
-def cv2_round_trip(images: torch.Tensor, quality: int) -> torch.Tensor:
-    """The reference: each sample through cv2.imencode/imdecode at an integer quality."""
+SAMPLINGS = {"4:2:0": cv2.IMWRITE_JPEG_SAMPLING_FACTOR_420, "4:2:2": cv2.IMWRITE_JPEG_SAMPLING_FACTOR_422,
+             "4:4:4": cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444}
+
+
+def cv2_round_trip(images: torch.Tensor, quality: int, sampling: str = "4:2:0") -> torch.Tensor:
+    """The reference: each sample through cv2.imencode/imdecode at an integer quality and chroma sampling."""
     out = []
+    flags = [cv2.IMWRITE_JPEG_QUALITY, quality, cv2.IMWRITE_JPEG_SAMPLING_FACTOR, SAMPLINGS[sampling]]
     for image in images:
         rgb = image.mul(255).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
-        ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
+        ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), flags)
         assert ok
         decoded = cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
         out.append(torch.from_numpy(decoded).permute(2, 0, 1).float().div(255))
@@ -78,11 +83,12 @@ def noise(batch: int, h: int, w: int, seed: int) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("name", [p.name for p in SAMPLE_FILES])
-@pytest.mark.parametrize("size", [(256, 256), (255, 251)])
-def test_matches_opencv_on_photo_crops(name: str, size: tuple[int, int]) -> None:
+@pytest.mark.parametrize("size,sampling", [((256, 256), "4:2:0"), ((255, 251), "4:2:0"), ((255, 251), "4:2:2"),
+                                           ((255, 251), "4:4:4")])
+def test_matches_opencv_on_photo_crops(name: str, size: tuple[int, int], sampling: str) -> None:
     images = photo(name, size)
     for quality in QUALITIES:
-        ours, ref = jpeg_compress(images, quality), cv2_round_trip(images, quality)
+        ours, ref = jpeg_compress(images, quality, sampling=sampling), cv2_round_trip(images, quality, sampling)
         assert torch.equal(ours, ref), f"{name} {size} q={quality}: PSNR vs OpenCV {psnr(ours, ref):.2f} dB"
 
 
@@ -94,12 +100,14 @@ def test_matches_opencv_on_a_full_photo_batch_with_per_sample_quality() -> None:
         assert torch.equal(ours[i : i + 1], cv2_round_trip(images, quality)), f"q={quality}"
 
 
+@pytest.mark.parametrize("sampling", list(SAMPLINGS))
 @pytest.mark.parametrize("size", [(1, 1), (1, 7), (2, 2), (3, 5), (4, 9), (7, 9), (9, 4), (16, 16), (17, 33)])
-def test_matches_opencv_on_odd_sizes(size: tuple[int, int]) -> None:
+def test_matches_opencv_on_odd_sizes(size: tuple[int, int], sampling: str) -> None:
     # Widths <= 4 take libjpeg's plain (non-fancy) upsampling path; odd sizes exercise edge padding.
     images = torch.cat([photo("astronaut.png", size), noise(1, *size, seed=sum(size))])
     for quality in (1, 30, 50, 75, 95, 100):
-        assert torch.equal(jpeg_compress(images, quality), cv2_round_trip(images, quality)), f"q={quality}"
+        assert torch.equal(jpeg_compress(images, quality, sampling=sampling),
+                           cv2_round_trip(images, quality, sampling)), f"q={quality}"
 
 
 def test_matches_opencv_on_extreme_content() -> None:
@@ -109,14 +117,18 @@ def test_matches_opencv_on_extreme_content() -> None:
     binary = (torch.rand(2, 3, 40, 56, generator=gen) > 0.5).float()
     flat = torch.tensor([0.0, 1.0]).view(2, 1, 1, 1).expand(2, 3, 40, 56)
     images = torch.cat([binary, flat])
-    for quality in (1, 2, 5, 100):
-        assert torch.equal(jpeg_compress(images, quality), cv2_round_trip(images, quality)), f"q={quality}"
+    for sampling in SAMPLINGS:
+        for quality in (1, 2, 5, 100):
+            assert torch.equal(jpeg_compress(images, quality, sampling=sampling),
+                               cv2_round_trip(images, quality, sampling)), f"{sampling} q={quality}"
 
 
 def test_opencv_backend_equals_cv2() -> None:
     images = torch.cat([photo(p.name, (64, 72)) for p in SAMPLE_FILES])
-    for quality in QUALITIES:
-        assert torch.equal(jpeg_compress(images, quality, backend="opencv"), cv2_round_trip(images, quality))
+    for sampling in SAMPLINGS:
+        for quality in QUALITIES:
+            assert torch.equal(jpeg_compress(images, quality, backend="opencv", sampling=sampling),
+                               cv2_round_trip(images, quality, sampling))
 
 
 def test_quality_tables_match_the_dqt_segments_written_by_opencv() -> None:
@@ -178,11 +190,13 @@ def test_device_matches_cpu_result(device: torch.device, sample_batch: torch.Ten
 
 
 @pytest.mark.cuda
-def test_cuda_agrees_with_cpu_bit_exactly() -> None:
+@pytest.mark.parametrize("sampling", list(SAMPLINGS))
+def test_cuda_agrees_with_cpu_bit_exactly(sampling: str) -> None:
     cuda = cuda_or_skip()
     images = torch.cat([photo(p.name, (131, 197)) for p in SAMPLE_FILES])
     quality = torch.tensor([30.0, 47.4, 75.0, 95.0])
-    assert torch.equal(jpeg_compress(images.to(cuda), quality.to(cuda)).cpu(), jpeg_compress(images, quality))
+    assert torch.equal(jpeg_compress(images.to(cuda), quality.to(cuda), sampling=sampling).cpu(),
+                       jpeg_compress(images, quality, sampling=sampling))
 
 
 def test_quality_100_stays_close_to_the_input() -> None:
@@ -252,14 +266,16 @@ def test_input_outside_unit_range_is_clamped_like_an_8_bit_encoder() -> None:
     width=st.integers(1, 40),
     quality=st.floats(1, 100),
     seed=st.integers(0, 2**16),
+    sampling=st.sampled_from(list(SAMPLINGS)),
 )
-def test_property_random_inputs_match_opencv(batch: int, height: int, width: int, quality: float, seed: int) -> None:
+def test_property_random_inputs_match_opencv(batch: int, height: int, width: int, quality: float, seed: int,
+                                             sampling: str) -> None:
     images = noise(batch, height, width, seed) ** 2  # skewed towards dark, like real photos
-    out = jpeg_compress(images, quality)
+    out = jpeg_compress(images, quality, sampling=sampling)
     assert out.shape == images.shape
     assert out.min() >= 0 and out.max() <= 1
     assert torch.equal(out.mul(255).round().div(255), out)
-    assert torch.equal(out, cv2_round_trip(images, int(round(quality))))
+    assert torch.equal(out, cv2_round_trip(images, int(round(quality)), sampling))
 
 
 # --- errors -----------------------------------------------------------------------------------
@@ -277,6 +293,8 @@ def test_bad_dtype_backend_and_quality_raise() -> None:
         jpeg_compress(images.to(torch.uint8), 50)
     with pytest.raises(ValueError, match="unknown JPEG backend 'pil'; expected 'auto'"):
         jpeg_compress(images, 50, backend="pil")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="unknown JPEG chroma sampling '4:1:1'; expected one of 4:2:0, 4:2:2"):
+        jpeg_compress(images, 50, sampling="4:1:1")
     with pytest.raises(ValueError, match=r"shape \(2,\)"):
         jpeg_compress(images, torch.tensor([50.0, 60.0, 70.0]))
     with pytest.raises(ValueError, match="finite"):
