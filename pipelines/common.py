@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -15,6 +14,7 @@ import torch
 from degrade import DegradationConfig
 from degrade.tomlio import apply_overrides, to_dict
 from shards.atomic import write_bytes_atomic as _write_bytes
+from shards.progress import LOG_INTERVAL_S, is_terminal, progress_bar  # the jobs' one bar (shards/ uses it too)
 
 if TYPE_CHECKING:
     from tqdm import tqdm
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from shards.prepare import Progress
 
 __all__ = ["resolve_degradation_config", "write_bytes_atomic", "write_image_atomic", "rgb_to_tensor", "tensor_to_rgb",
-           "progress_bar", "is_terminal", "SnapshotBar"]
+           "progress_bar", "is_terminal", "LOG_INTERVAL_S", "SnapshotBar"]
 
 
 def resolve_degradation_config(path: Path | None = None, *, order: int | None = None, scale: int | None = None,
@@ -48,28 +48,6 @@ def write_image_atomic(path: Path, image: np.ndarray, params: Sequence[int] = ()
     if not ok:
         raise ValueError(f"OpenCV cannot encode a {image.dtype} {image.shape} image as {path.suffix}")
     write_bytes_atomic(path, encoded.tobytes())
-
-
-# A log file (not a terminal) gets a bar line at most this often, so a day-long job leaves a short log.
-LOG_INTERVAL_S = 30.0
-
-
-def progress_bar(total: int | None, desc: str, unit: str, *, initial: int = 0, enabled: bool = True,
-                 file: TextIO | None = None) -> tqdm:
-    """The command line's one progress bar (tqdm on stderr): the same look in shard, degrade, upscale, evaluate
-    and calibrate. ``total`` None: counts and rate without a percentage; ``initial``: work done by an earlier run
-    (resume), so the rate is this run's. Messages go above it with ``bar.write``."""
-    from tqdm import tqdm
-
-    stream = sys.stderr if file is None else file
-    tty = is_terminal(stream)
-    return tqdm(total=total, desc=desc, unit=unit, initial=initial, file=stream, disable=not enabled,
-                dynamic_ncols=tty, mininterval=0.1 if tty else LOG_INTERVAL_S)
-
-
-def is_terminal(stream: TextIO) -> bool:
-    """Whether ``stream`` is a terminal (redraw in place) rather than a log file or a pipe."""
-    return bool(getattr(stream, "isatty", lambda: False)())
 
 
 class SnapshotBar:

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from shards import decode
 from shards.patches import ImageResult, PatchPlan, iter_patches, open_image
+from shards.progress import progress_bar
 from shards.sources import SourceFile
 from shards.write import ShardWriter, encode_json
 
@@ -153,13 +154,12 @@ def run(cfg, files: list[SourceFile], duplicates: dict[int, str], done_shards: i
     Returns the plan (one result per file, in order) and the number of retried tasks.
     """
     from dask.distributed import KilledWorker, as_completed
-    from tqdm import tqdm
 
     plan = PatchPlan(cfg.crop, cfg.variants, cfg.png_level, cfg.encoding, cfg.max_pixels)
     client, cluster = connect(cfg.scheduler)
     keys: list[str] = []
     try:
-        return _run(client, cfg, plan, files, duplicates, done_shards, save, keys, as_completed, tqdm)
+        return _run(client, cfg, plan, files, duplicates, done_shards, save, keys, as_completed)
     except (FileNotFoundError, RuntimeError, KilledWorker) as exc:  # raised in a task: one line, not a traceback
         raise ClusterError(f"{type(exc).__name__}: {exc}") from exc
     finally:
@@ -169,7 +169,7 @@ def run(cfg, files: list[SourceFile], duplicates: dict[int, str], done_shards: i
 
 
 def _run(client, cfg, plan: PatchPlan, files: list[SourceFile], duplicates: dict[int, str], done_shards: int,
-         save, keys: list[str], as_completed, tqdm) -> tuple[list[ImageResult], int]:
+         save, keys: list[str], as_completed) -> tuple[list[ImageResult], int]:
     """The body of `run`, with the client connected (futures' keys collected in `keys`)."""
     todo = [i for i in range(len(files)) if i not in duplicates]
     futures = client.map(plan_image, [files[i] for i in todo], plan=plan, pure=False)
@@ -177,7 +177,7 @@ def _run(client, cfg, plan: PatchPlan, files: list[SourceFile], duplicates: dict
     results: list[ImageResult | None] = [None] * len(files)
     for i in duplicates:
         results[i] = ImageResult(skip=(decode.DUPLICATE, f"same file as {duplicates[i]}"))
-    with tqdm(total=len(futures), desc="planning images", unit="image") as bar:
+    with progress_bar(len(futures), "planning images", "image") as bar:
         for _ in as_completed(futures):
             bar.update(1)
     for i, result in zip(todo, client.gather(futures), strict=True):
@@ -192,7 +192,7 @@ def _run(client, cfg, plan: PatchPlan, files: list[SourceFile], duplicates: dict
         submitted[fut] = k
     keys += [f.key for f in submitted]
     prefix = done_shards
-    with tqdm(total=len(assignment), initial=done_shards, desc="writing shards", unit="shard") as bar:
+    with progress_bar(len(assignment), "writing shards", "shard", initial=done_shards) as bar:
         for fut in as_completed(list(submitted)):
             shards[submitted[fut]] = fut.result()
             bar.update(1)

@@ -65,10 +65,15 @@ def local_run(photos, tmp_path_factory) -> Path:
 
 
 @pytest.mark.slow
-def test_local_cluster_output_is_byte_identical(photos, local_run, tmp_path):
+def test_local_cluster_output_is_byte_identical(photos, local_run, tmp_path, capsys):
     report = prepare_shards(_cfg(photos, tmp_path / "dask", scheduler="local:2"))
     assert report.retried_tasks == 0 and report.shards_written == read_manifest(local_run)["totals"]["shards"]
     _same_output(tmp_path / "dask", local_run)
+    # Its bars are the jobs' one bar: into a log (not a terminal) only each bar's first and last state.
+    bars = capsys.readouterr().err.replace("\r", "\n")
+    for name in ("planning images", "writing shards"):
+        lines = [line for line in bars.splitlines() if line.startswith(name)]
+        assert 1 <= len(lines) <= 2, lines
 
 
 def _cli(photos: Path, out: Path) -> list[str]:
