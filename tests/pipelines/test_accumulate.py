@@ -27,13 +27,14 @@ from pipelines.training.pool import TrainingPairPool
 from pipelines.training.step import TrainStep
 from pipelines.training.train import PERCEPTUAL_LAYERS, train
 from pipelines.training.train_config import ConfigError, load_train_config
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, cuda_or_skip
 from tests.pipelines.test_train import TINY  # the tiny training config of the trainer's own tests
 
 BATCH = 4
+CPU = torch.device("cpu")
 
 
-def _step(stage: str, accumulate: int, dtype: torch.dtype) -> TrainStep:
+def _step(stage: str, accumulate: int, dtype: torch.dtype, device: torch.device) -> TrainStep:
     cfg = load_train_config(stage, values={
         "data.batch_size": BATCH, "data.patch_size": 48, "data.gt_size": 32, "queue_size": 0, "precision": "fp32",
         "network.num_feat": 8, "network.num_block": 1, "network.num_grow_ch": 4, "network.disc_num_feat": 8,
@@ -46,12 +47,12 @@ def _step(stage: str, accumulate: int, dtype: torch.dtype) -> TrainStep:
         extractor = VGGFeatureExtractor("random", PERCEPTUAL_LAYERS, generator=torch.Generator().manual_seed(0))
         perceptual = PerceptualLoss(extractor, dict(zip(PERCEPTUAL_LAYERS, cfg.loss.perceptual_layer_weights,
                                                         strict=True))).to(dtype)
-    return TrainStep(cfg, net_g, net_d, perceptual, torch.device("cpu"))
+    return TrainStep(cfg, net_g, net_d, perceptual, device)
 
 
-def _run(stage: str, accumulate: int, iterations: int, lr: float,
-         dtype: torch.dtype = torch.float64) -> tuple[TrainStep, list[dict[str, float]]]:
-    step = _step(stage, accumulate, dtype)
+def _run(stage: str, accumulate: int, iterations: int, lr: float, dtype: torch.dtype = torch.float64,
+         device: torch.device = CPU) -> tuple[TrainStep, list[dict[str, float]]]:
+    step = _step(stage, accumulate, dtype, device)
     photos = torch.rand(BATCH, 3, 48, 48, generator=torch.Generator().manual_seed(5), dtype=dtype)
     generator, pool = torch.Generator().manual_seed(1), TrainingPairPool(0, torch.Generator().manual_seed(2))
     logs = [step(photos, iteration=i, pool=pool, generator=generator, lr_g=lr, lr_d=lr)
@@ -63,10 +64,14 @@ def _relative_gap(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).abs().max() / b.abs().max().clamp_min(1e-30))
 
 
-@pytest.mark.parametrize("stage,accumulate", [("net", 2), ("gan", 4)])  # gan 4: micro-batches of one image
-def test_micro_batches_give_the_whole_batch_gradients(stage, accumulate):
-    whole, whole_logs = _run(stage, 1, 1, lr=0.0)
-    parts, parts_logs = _run(stage, accumulate, 1, lr=0.0)
+@pytest.mark.parametrize("stage,accumulate,device", [
+    ("net", 2, "cpu"), ("gan", 4, "cpu"),  # gan 4: micro-batches of one image
+    pytest.param("gan", 4, "cuda", marks=pytest.mark.cuda),  # run by bench/gpu_check.sh
+])
+def test_micro_batches_give_the_whole_batch_gradients(stage, accumulate, device):
+    dev = cuda_or_skip() if device == "cuda" else CPU
+    whole, whole_logs = _run(stage, 1, 1, lr=0.0, device=dev)
+    parts, parts_logs = _run(stage, accumulate, 1, lr=0.0, device=dev)
     nets = [("G", whole.net_g, parts.net_g)] + ([("D", whole.net_d, parts.net_d)] if stage == "gan" else [])
     for label, a, b in nets:
         for (name, p), q in zip(a.named_parameters(), b.parameters(), strict=True):
