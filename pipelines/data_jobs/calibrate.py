@@ -11,7 +11,8 @@
    divided by that feature's spread (standard deviation) under the stock paper config; the mean over
    features. W1 compares whole distributions, not just means, is in the feature's own units and stays
    finite for distributions with disjoint support; normalizing by the stock spread (not the target's,
-   which is ~0 for a folder of one JPEG quality) weighs the features equally.
+   which is ~0 for a folder of one JPEG quality) weighs the features equally. (``--start estimate``: the spread
+   over the stock simulated on all its HR crop draws, and distances averaged over draws; `calibrate_start`.)
 4. Search: compass search over the fitted parameters (`FITTED`) in their boxes: try ±step on one
    coordinate at a time, keep improvements, halve the steps after a sweep without one, until the
    budget of simulations is spent. Evaluation 0 is the stock config; evaluation 1 starts from it with
