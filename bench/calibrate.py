@@ -66,6 +66,9 @@ def main() -> None:
                 "stock_distance": round(result.stock_distance, 4), "fitted_distance": round(result.fitted_distance, 4),
                 "fitted": fitted_ranges(Path(tmp) / f"{name}-out" / "degradation.toml"),
                 "features": {"stock": report["stock"]["features"], "fitted": report["fitted"]["features"]},
+                "simulations": len(report["trace"]),
+                **({"downscale": report["start"]["transfer"]["downscale"], "simplify": report["simplify"]}
+                   if args.start == "estimate" else {}),
             }
     text = json.dumps(results, indent=1)
     print(text)

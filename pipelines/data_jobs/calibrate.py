@@ -11,7 +11,8 @@
    divided by that feature's spread (standard deviation) under the stock paper config; the mean over
    features. W1 compares whole distributions, not just means, is in the feature's own units and stays
    finite for distributions with disjoint support; normalizing by the stock spread (not the target's,
-   which is ~0 for a folder of one JPEG quality) weighs the features equally.
+   which is ~0 for a folder of one JPEG quality) weighs the features equally. (``--start estimate``: the spread
+   over the stock simulated on all its HR crop draws, and distances averaged over draws; `calibrate_start`.)
 4. Search: compass search over the fitted parameters (`FITTED`) in their boxes: try ±step on one
    coordinate at a time, keep improvements, halve the steps after a sweep without one, until the
    budget of simulations is spent. Evaluation 0 is the stock config; evaluation 1 starts from it with
@@ -48,7 +49,6 @@ __all__ = ["CalibrateConfig", "FEATURES", "FITTED", "measure", "content_activity
 
 FEATURES = ("noise_sigma", "noise_channel_correlation", "noise_signal_dependence", "jpeg_quality", "blockiness",
             "sharpness")
-ESTIMATE_MIN_BUDGET = 28  # stock + 4 downscales + 2 noise curves of 7 + a blur curve of 6 + 2 starts + 1 search step
 _NOT_JPEG = 100.0  # the jpeg_quality feature of a tile that is not JPEG-like
 _MAX_BLOCKINESS = 4.0  # above the median of whole photos at quality 20 (2.2, README "Estimating degradations")
 # name: (low, high, paper value). Noise, JPEG and blur apply to every stage (later stages' upper bounds keep the
@@ -96,9 +96,11 @@ class CalibrateConfig:
         if self.start == "estimate" and self.order != 2:
             raise ValueError(f"--start estimate fits its own two-stage model (order 2), got --order {self.order}: "
                              "use --start paper to search a config of another order")
-        if self.start == "estimate" and self.budget < ESTIMATE_MIN_BUDGET:
-            raise ValueError(f"--start estimate needs a budget of at least {ESTIMATE_MIN_BUDGET} simulations "
-                             f"(stock, transfer curves, start), got {self.budget}")
+        from pipelines.data_jobs.calibrate_start import MIN_BUDGET  # it imports this module
+
+        if self.start == "estimate" and self.budget < MIN_BUDGET:
+            raise ValueError(f"--start estimate needs a budget of at least {MIN_BUDGET} simulations "
+                             f"(stock, downscales, transfer curves, start, parsimony step), got {self.budget}")
         if self.min_patches < 2 or self.max_patches < self.min_patches:
             raise ValueError(f"need 2 <= min_patches <= max_patches, got {self.min_patches}, {self.max_patches}")
 

@@ -24,7 +24,7 @@ from pipelines.data_jobs.calibrate import (
     load_target_patches,
     measure,
 )
-from pipelines.data_jobs.calibrate_start import LQ_FITTED, fit_estimated
+from pipelines.data_jobs.calibrate_start import DRAW_SEED_STEP, LQ_FITTED, VALIDATION_DRAWS, fit_estimated
 
 __all__ = ["CalibrateResult", "run_calibrate", "plot_report"]
 
@@ -164,7 +164,12 @@ def run_calibrate(cfg: CalibrateConfig) -> CalibrateResult:
     hr = degrade.usm_sharpen(crops)
     report["hr_content"] = {**content, "quantile": CONTENT_QUANTILE}
     if cfg.start == "estimate":
-        result = fit_estimated(target, targets.files, hr, base, cfg.budget, cfg.seed, cfg.progress)
+        # further crop draws (other seeds, the same content gate): the downscale choice and the parsimony step
+        draws = tuple(degrade.usm_sharpen(hr_crops(cfg.hr, cfg.lq_size * cfg.scale, cfg.sim_patches,
+                                                   cfg.seed + DRAW_SEED_STEP * k, min_activity, cfg.lq_size)[0])
+                      for k in range(1, VALIDATION_DRAWS + 1))
+        result = fit_estimated(target, targets.files, hr, base, cfg.budget, cfg.seed, cfg.progress, draws)
+        report["simplify"] = result["simplify"]
         fitted_names = sorted(LQ_FITTED)
         report["start"] = {"kind": "estimate", "downscale": result["downscale"], **result["start"]}
         report["compression_mixture"] = result["mixture"]  # None: not every file says how it was compressed

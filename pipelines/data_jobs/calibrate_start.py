@@ -28,6 +28,18 @@ gives a and b. Every simulation (transfer ones included) counts against the budg
 the trace; a candidate whose config was simulated before (values that cannot change the LQ are made
 canonical in `lq_config`) is not simulated or counted again. Qualities read from the files' headers are
 held. Deterministic per seed (common random numbers as in `pipelines.data_jobs.calibrate`).
+
+Robustness over the HR crops (`VALIDATION_DRAWS` further sets of HR crops, drawn like the search's with other
+seeds). With a few dozen crops the distance of one config moves by about as much between two crop draws as
+between a plain-resize, noise-free config and a paper-downscale config with noise, so on one draw the fit can
+explain a resize's aliasing by added noise (measured, README "Fitting degradations to your images"). Hence:
+(1) each downscale is simulated on every draw and chosen by its mean distance; the spread of a config's distance
+between draws (pooled over the four downscales) is the distance's *seed noise*; the paper's blur + mixed resize
+is replaced by the best plain resize when that is within the seed noise. (2) After the search, a parsimony step
+on the draws the search did not see: each degradation the fit uses (Gaussian noise, Poisson noise, the LQ blur,
+the final sinc, the blur before the downscale) is switched off in turn, and the simpler config is kept when its
+mean distance there is not worse than the current one's by more than the seed noise. Every one of these
+simulations counts against the budget and is in the trace (with its draw).
 """
 
 from __future__ import annotations
@@ -43,7 +55,8 @@ from degrade.resize import RESIZE_MODES
 from pipelines.data_jobs.calibrate import _NOT_JPEG, FEATURES, FITTED, _progress, _simulate, feature_distance
 from pipelines.data_jobs.calibrate_mixture import Mixture, mixture_from_files
 
-__all__ = ["LQ_FITTED", "DOWNSCALES", "lq_config", "estimated_start", "fit_estimated"]
+__all__ = ["LQ_FITTED", "DOWNSCALES", "VALIDATION_DRAWS", "SIMPLIFICATIONS", "MIN_BUDGET", "lq_config",
+           "estimated_start", "simplify", "fit_estimated"]
 
 # name: (low, high) of the second (LQ-size) stage and the final step
 LQ_FITTED: dict[str, tuple[float, float]] = {
@@ -63,6 +76,22 @@ _NO_JPEG = 100.0  # jpeg range (100, 100) with 4:4:4 sampling: the near-lossless
 _BLUR_PROBE = (0.1, 0.8, 1.5, 2.2, 3.0, 4.0)
 _NOISE_PROBE = (0.0, 2.0, 4.0, 7.0, 11.0, 16.0, 24.0)
 _POISSON_PROBE = (0.0, 0.4, 0.8, 1.5, 3.0)
+VALIDATION_DRAWS = 2  # further HR crop draws (module docstring: downscale choice, seed noise, parsimony step)
+DRAW_SEED_STEP = 10007  # draw k uses seed + k * DRAW_SEED_STEP for its crops and its degradations
+# The parsimony step's moves, each "less degradation" than before: name -> the values it changes.
+SIMPLIFICATIONS: dict[str, dict[str, float]] = {
+    "no Gaussian noise": {"noise_lo": 0.0, "noise_hi": 0.0}, "no Poisson noise": {"poisson_lo": 0.0, "poisson_hi": 0.0},
+    "no LQ blur": {"blur_prob": 0.0}, "no final sinc": {"final_sinc_prob": 0.0},
+    "no blur before the downscale": {"hr_blur_prob": 0.0},
+    # blur lowers the noise reading and the sharpness, noise raises both: as a pair they can stand in for nothing,
+    # and neither goes alone
+    "no noise and no LQ blur": {"noise_lo": 0.0, "noise_hi": 0.0, "poisson_lo": 0.0, "poisson_hi": 0.0,
+                                "blur_prob": 0.0},
+}
+# stock and downscales on every draw + transfer curves (noise twice) + 2 starts + 1 search step + the parsimony step
+# (the current config and each move on the validation draws, then the result on the search draw)
+MIN_BUDGET = ((1 + len(DOWNSCALES)) * (1 + VALIDATION_DRAWS) + 2 * len(_NOISE_PROBE) + len(_BLUR_PROBE) + 2 + 1
+              + VALIDATION_DRAWS * (1 + len(SIMPLIFICATIONS)) + 1)
 
 
 def lq_config(values: dict[str, float], base: DegradationConfig, mixture: Mixture | None = None,
@@ -123,9 +152,32 @@ def _invert(probe: tuple[float, ...], medians: list[float], targets: np.ndarray)
     return np.interp(targets, curve, np.asarray(probe[:stop], dtype=float))
 
 
-def estimated_start(target: dict[str, np.ndarray], files: list[dict], simulate) -> tuple[dict[str, float], dict, str]:
-    """Moment-matched `LQ_FITTED` values; ``simulate(values, downscale) -> (distance, features)`` runs (and
-    records) one simulation. Returns the start values, the transfer curves and the chosen `DOWNSCALES` name."""
+def _pooled_sd(distances: dict[str, list[float]]) -> float:
+    """The distance's seed noise: its standard deviation between draws, pooled over the configs (0: one draw)."""
+    variances = [np.var(d, ddof=1) for d in distances.values() if len(d) > 1]
+    return float(np.sqrt(np.mean(variances))) if variances else 0.0
+
+
+def choose_downscale(distances: dict[str, list[float]]) -> tuple[str, float]:
+    """The `DOWNSCALES` name of least mean distance over the draws, but a plain resize (no blur) instead of the
+    paper's blur + mixed modes when its mean is within the seed noise; returns it and the seed noise."""
+    noise = _pooled_sd(distances)
+    means = {name: float(np.mean(d)) for name, d in distances.items()}
+    best = min(means, key=means.get)
+    plain = [name for name in means if DOWNSCALES[name][1] == 0.0]
+    if DOWNSCALES[best][1] > 0.0 and plain:
+        simplest = min(plain, key=means.get)
+        if means[simplest] <= means[best] + noise:
+            best = simplest
+    return best, noise
+
+
+def estimated_start(target: dict[str, np.ndarray], files: list[dict], simulate,
+                    draws: int = 1) -> tuple[dict[str, float], dict, str]:
+    """Moment-matched `LQ_FITTED` values; ``simulate(values, downscale, draw=0) -> (distance, features)`` runs (and
+    records) one simulation on HR crop draw ``draw``. The downscale is chosen on ``draws`` draws
+    (`choose_downscale`). Returns the start values, the transfer curves (with the downscale distances and the seed
+    noise) and the chosen `DOWNSCALES` name."""
     v = {"noise_lo": 0.0, "noise_hi": 0.0, "poisson_lo": 0.0, "poisson_hi": 0.0, "gaussian_noise_prob": 1.0,
          "gray_noise_prob": 0.0, "blur_lo": 0.1, "blur_hi": 0.1, "blur_prob": 1.0, "final_sinc_prob": 0.0}
     jpeg = target["jpeg_quality"]
@@ -142,10 +194,11 @@ def estimated_start(target: dict[str, np.ndarray], files: list[dict], simulate) 
     # The downscale first, without noise or blur: how sharp and aliased the LQ is before anything else (a plain
     # bicubic resize without antialiasing aliases what the paper's blur + mixed modes smooth) changes what the
     # noise and sharpness estimators read, so it must be settled before their transfer curves.
-    tried = {name: simulate({**v, "hr_blur_prob": DOWNSCALES[name][1]}, name)[0] for name in DOWNSCALES}
-    downscale = min(tried, key=tried.get)
+    tried = {name: [simulate({**v, "hr_blur_prob": DOWNSCALES[name][1]}, name, draw)[0] for draw in range(draws)]
+             for name in DOWNSCALES}
+    downscale, noise = choose_downscale(tried)
     v["hr_blur_prob"] = DOWNSCALES[downscale][1]
-    curves: dict = {"downscale": {"distance": tried, "chosen": downscale}}
+    curves: dict = {"downscale": {"distance": tried, "chosen": downscale, "seed_noise": noise}}
 
     def transfer(names: tuple[str, str], probe: tuple[float, ...], feature: str) -> None:
         medians = []
@@ -167,52 +220,96 @@ def estimated_start(target: dict[str, np.ndarray], files: list[dict], simulate) 
     return v, curves, downscale
 
 
+def simplify(values: dict[str, float], evaluate, margin: float, room: int,
+             canonical=lambda v: tuple(sorted(v.items()))) -> tuple[dict[str, float], list[dict]]:
+    """The parsimony step (backward elimination): each `SIMPLIFICATIONS` move that changes the config
+    (``canonical(values)``) in turn, in passes until a pass keeps none (noise and blur can stand in for each other:
+    once the blur is gone the noise may be too); the simpler values are kept when ``evaluate(values, dry) ->
+    (mean distance, simulations it takes)`` is not worse than the current values' by more than ``margin``
+    (``dry``: only count). A move that would need more than the ``room`` left is not tried. Returns the kept values
+    and one record per move tried."""
+    current, (current_mean, used) = dict(values), evaluate(values, dry=False)
+    room -= used
+    steps, tried, changed = [], set(), True
+    while changed:
+        changed = False
+        for name, change in SIMPLIFICATIONS.items():
+            simpler = {**current, **change}
+            key = (canonical(current), name)
+            if canonical(simpler) == canonical(current) or key in tried or evaluate(simpler, dry=True)[1] > room:
+                continue
+            tried.add(key)
+            mean, used = evaluate(simpler, dry=False)
+            room -= used
+            kept = mean <= current_mean + margin
+            steps.append({"move": name, "mean_distance": mean, "before": current_mean, "kept": kept})
+            if kept:
+                current, current_mean, changed = simpler, mean, True
+    return current, steps
+
+
 def fit_estimated(target: dict[str, np.ndarray], files: list[dict], hr: torch.Tensor, base: DegradationConfig,
-                  budget: int, seed: int, progress: bool = False) -> dict:
-    """Stock paper config (evaluation 0, gives the spreads), the moment-matched start, then a local compass
-    search in the LQ model; the same result layout as `pipelines.data_jobs.calibrate.fit`."""
+                  budget: int, seed: int, progress: bool = False, hr_draws: tuple[torch.Tensor, ...] = ()) -> dict:
+    """Stock paper config (evaluation 0, gives the spreads), the moment-matched start, a local compass search in
+    the LQ model on ``hr``, then the parsimony step on ``hr_draws`` (further HR crop draws; none: the downscale is
+    chosen on ``hr`` alone and there is no parsimony step); the same result layout as
+    `pipelines.data_jobs.calibrate.fit`, plus "simplify". Distances are on ``hr`` (the stock's crops)."""
     mixture = mixture_from_files(files)
     stock_config = replace(base, per_sample=True)
+    draws = (hr, *hr_draws)
     trace: list[dict] = []
     bar = _progress(budget, progress)
     state: dict = {}
 
-    def run(config: DegradationConfig, values: dict, kind: str) -> tuple[float, dict, dict]:
-        sim = _simulate(hr, config, seed)
-        if "spread" not in state:
-            state["spread"] = {k: max(float(np.nanstd(sim[k])), 1e-3) for k in FEATURES}
+    def run(config: DegradationConfig, values: dict, kind: str, draw: int = 0) -> tuple[float, dict, dict]:
+        sim = _simulate(draws[draw], config, seed + DRAW_SEED_STEP * draw)
         per = feature_distance(target, sim, state["spread"])
         total = float(np.mean(list(per.values())))
-        trace.append({"eval": len(trace), "kind": kind, "values": {k: round(float(x), 4) for k, x in values.items()},
-                      "distance": total, "features": per})
+        trace.append({"eval": len(trace), "kind": kind, "draw": draw,
+                      "values": {k: round(float(x), 4) for k, x in values.items()}, "distance": total, "features": per})
         bar.update(1)
         return total, per, sim
 
-    seen: dict[DegradationConfig, tuple[float, dict, dict]] = {}
+    seen: dict[tuple[DegradationConfig, int], tuple[float, dict, dict]] = {}
 
-    def candidate(values: dict, kind: str, downscale: str | None = None) -> tuple[float, dict, dict]:
-        """One simulation of the LQ model; a config simulated before is not simulated (nor counted) again."""
-        config = lq_config(values, replace(base, per_sample=True), mixture, downscale or state["downscale"])
-        if config not in seen:
-            seen[config] = run(config, values, kind)
-        return seen[config]
+    def config_of(values: dict, downscale: str | None = None) -> DegradationConfig:
+        return lq_config(values, replace(base, per_sample=True), mixture, downscale or state["downscale"])
 
-    stock_total, stock_per, stock_sim = run(stock_config, {}, "stock")
+    def candidate(values: dict, kind: str, downscale: str | None = None, draw: int = 0) -> tuple[float, dict, dict]:
+        """One simulation of the LQ model; a config simulated before on this draw is not simulated (nor counted)
+        again."""
+        key = (config_of(values, downscale), draw)
+        if key not in seen:
+            seen[key] = run(key[0], values, kind, draw)
+        return seen[key]
 
-    def transfer(values: dict, downscale: str) -> tuple[float, dict]:
-        total, _, sim = candidate(values, f"transfer ({downscale})", downscale)
+    # The stock config on every draw: the spreads (the distance's normalization) from all its crops, and the
+    # reported stock distance is its mean over the draws, as the fitted one's.
+    stock_sims = [_simulate(d, stock_config, seed + DRAW_SEED_STEP * k) for k, d in enumerate(draws)]
+    state["spread"] = {k: max(float(np.nanstd(np.concatenate([s[k] for s in stock_sims]))), 1e-3) for k in FEATURES}
+    for k, sim in enumerate(stock_sims):
+        per = feature_distance(target, sim, state["spread"])
+        trace.append({"eval": len(trace), "kind": "stock", "draw": k, "values": {},
+                      "distance": float(np.mean(list(per.values()))), "features": per})
+        bar.update(1)
+
+    def transfer(values: dict, downscale: str, draw: int = 0) -> tuple[float, dict]:
+        total, _, sim = candidate(values, f"transfer ({downscale})", downscale, draw)
         return total, sim
 
-    start, curves, state["downscale"] = estimated_start(target, files, transfer)
-    best_total, best_per, best_sim = candidate(start, "start")
+    start, curves, state["downscale"] = estimated_start(target, files, transfer, len(draws))
+    seed_noise = curves["downscale"]["seed_noise"]
+    validation = range(1, len(draws))
+    reserve = len(validation) * (1 + len(SIMPLIFICATIONS)) + 1 if hr_draws else 0  # the parsimony step's room
+    best_total = candidate(start, "start")[0]
     best = dict(start)
     # What reads as noise in the targets may be texture, aliasing or JPEG artefacts the HR crops lack: the
     # noise-free variant of the start is tried too, and the better one is kept.
     quiet = {**start, "noise_lo": 0.0, "noise_hi": 0.0, "poisson_lo": 0.0, "poisson_hi": 0.0}
     if quiet != start:
-        total, per, sim = candidate(quiet, "start without noise")
+        total = candidate(quiet, "start without noise")[0]
         if total < best_total:
-            best, best_total, best_per, best_sim = quiet, total, per, sim
+            best, best_total = quiet, total
     steps = {k: (hi - lo) / 16 for k, (lo, hi) in LQ_FITTED.items()}
     # Qualities read from the files' headers (libjpeg tables, table error 0; WebP: the JPEG range is unused) are
     # measured, not fitted.
@@ -220,20 +317,21 @@ def fit_estimated(target: dict[str, np.ndarray], files: list[dict], hr: torch.Te
         else ()
     names, i, improved = [k for k in LQ_FITTED if k not in held], 0, False
     sweeps_without_simulation = 0
-    while len(trace) < budget and sweeps_without_simulation < 64:  # 64 halvings: steps are ~0, nothing new to try
+    search_budget = budget - reserve
+    while len(trace) < search_budget and sweeps_without_simulation < 64:  # 64 halvings: steps are ~0, nothing new
         if i % len(names) == 0:
             simulated_at_sweep = len(trace)
         name = names[i % len(names)]
         lo, hi = LQ_FITTED[name]
         for sign in (1.0, -1.0):
-            if len(trace) >= budget:
+            if len(trace) >= search_budget:
                 break
             value = min(hi, max(lo, best[name] + sign * steps[name]))
             if math.isclose(value, best[name]):
                 continue
-            total, per, sim = candidate({**best, name: value}, "search")
+            total = candidate({**best, name: value}, "search")[0]
             if total < best_total - 1e-9:
-                best, best_total, best_per, best_sim, improved = {**best, name: value}, total, per, sim, True
+                best, best_total, improved = {**best, name: value}, total, True
                 break
         i += 1
         if i % len(names) == 0:
@@ -241,11 +339,31 @@ def fit_estimated(target: dict[str, np.ndarray], files: list[dict], hr: torch.Te
                 steps = {k: s / 2 for k, s in steps.items()}
             improved = False
             sweeps_without_simulation = sweeps_without_simulation + 1 if len(trace) == simulated_at_sweep else 0
+    searched = dict(best)
+    simplified: list[dict] = []
+    if hr_draws:
+
+        def on_validation(values: dict, dry: bool) -> tuple[float, int]:
+            missing = sum((config_of(values), d) not in seen for d in validation)
+            if dry:
+                return math.nan, missing
+            return float(np.mean([candidate(values, "simplify", draw=d)[0] for d in validation])), missing
+
+        best, simplified = simplify(best, on_validation, seed_noise, budget - len(trace) - 1, config_of)
+        candidate(best, "fitted")  # on the search draw too (simulated before unless simplified)
     bar.close()
+    # Reported: means over the draws (on every draw the fitted config was simulated on; the stock's on all)
+    fitted_runs = [seen[(config_of(best), d)] for d in range(len(draws)) if (config_of(best), d) in seen]
+    stock_runs = [(t["distance"], t["features"], sim) for t, sim in zip(trace, stock_sims, strict=False)]
+
+    def summary(runs: list[tuple[float, dict, dict]], values: dict) -> dict:
+        return {"values": values, "distance": float(np.mean([r[0] for r in runs])), "draws": len(runs),
+                "features": {k: float(np.mean([r[1][k] for r in runs])) for k in FEATURES},
+                "sim": {k: np.concatenate([r[2][k] for r in runs]) for k in FEATURES}}
+
     paper = {k: b[2] for k, b in FITTED.items()}
-    return {"stock": {"values": paper, "distance": stock_total, "features": stock_per, "sim": stock_sim},
-            "fitted": {"values": best, "distance": best_total, "features": best_per, "sim": best_sim},
+    return {"stock": summary(stock_runs, paper), "fitted": summary(fitted_runs, best),
             "start": {"values": start, "transfer": curves, "held": list(held)}, "spread": state["spread"],
-            "trace": trace,
+            "trace": trace, "simplify": {"seed_noise": seed_noise, "searched": searched, "moves": simplified},
             "downscale": state["downscale"], "mixture": None if mixture is None else mixture.to_json(),
             "config": lq_config(best, base, mixture, state["downscale"])}

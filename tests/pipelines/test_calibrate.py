@@ -134,8 +134,10 @@ def test_uniform_bounds_and_transfer_inversion():
 
 
 def test_estimate_start_needs_a_budget_and_order_two():
-    with pytest.raises(ValueError, match="budget of at least 28"):
-        CalibrateConfig(budget=10)
+    from pipelines.data_jobs.calibrate_start import MIN_BUDGET
+
+    with pytest.raises(ValueError, match=f"budget of at least {MIN_BUDGET}"):
+        CalibrateConfig(budget=MIN_BUDGET - 1)
     with pytest.raises(ValueError, match="--start paper"):
         CalibrateConfig(order=1)
     assert CalibrateConfig(budget=3, start="paper", order=1).order == 1
@@ -191,10 +193,14 @@ def test_fitted_final_compression_follows_the_target_files(tmp_path, kind, quali
     pytest.importorskip("matplotlib", reason="report.png needs matplotlib: install .[plots]")
     folder = _compressed_folder(tmp_path, kind, qualities)
     out = tmp_path / "out"
+    from pipelines.data_jobs.calibrate_start import MIN_BUDGET
+
     run_calibrate(CalibrateConfig(target=folder, out=out, min_patches=8, start="estimate",
-                                  **{**SMALL, "budget": 28}))
+                                  **{**SMALL, "budget": MIN_BUDGET}))
     stage = DegradationConfig.load(out / "degradation.toml").stages[-1]
     report = json.loads((out / "report.json").read_text())
+    assert len(report["trace"]) <= MIN_BUDGET  # every simulation counts, the parsimony step's included
+    assert {t["draw"] for t in report["trace"]} == {0, 1, 2}
     truth = (float(min(qualities)), float(max(qualities)))
     if kind == "webp":
         assert stage.compression_types == ("webp",) and stage.compression_prob == (1.0,)
@@ -204,3 +210,41 @@ def test_fitted_final_compression_follows_the_target_files(tmp_path, kind, quali
         assert stage.compression_types == ("jpeg",) and stage.jpeg_sampling == ("4:4:4",)
         assert stage.jpeg_range == truth  # exact from the tables, held during the search
     assert report["compression_mixture"]["compression_types"] == list(stage.compression_types)
+
+
+def test_downscale_choice_prefers_the_plain_resize_within_the_seed_noise():
+    from pipelines.data_jobs.calibrate_start import choose_downscale
+
+    # per draw; within-config standard deviations 0.1 each: pooled seed noise 0.1
+    distances = {"paper": [0.4, 0.5, 0.6], "area": [0.6, 0.7, 0.8], "bilinear": [0.45, 0.55, 0.65],
+                 "bicubic": [0.7, 0.8, 0.9]}
+    chosen, noise = choose_downscale(distances)
+    assert chosen == "bilinear" and noise == pytest.approx(0.1)  # 0.55 <= 0.5 + 0.1
+    distances["bilinear"] = [0.55, 0.65, 0.75]  # 0.65 > 0.6: the paper's blur + mixed modes are better
+    assert choose_downscale(distances)[0] == "paper"
+    assert choose_downscale({"paper": [0.5], "bicubic": [0.55]}) == ("paper", 0.0)  # one draw: no seed noise
+
+
+def test_parsimony_step_removes_what_does_not_help_beyond_the_margin():
+    from pipelines.data_jobs.calibrate_start import SIMPLIFICATIONS, simplify
+
+    calls = []
+
+    def evaluate(values, dry):
+        """A distance where noise and LQ blur compensate: either alone is worse, both together or neither alike;
+        the final sinc helps by 0.2; the Poisson range changes nothing."""
+        noise, blur = values["noise_hi"] > 0, values["blur_prob"] > 0
+        distance = 0.5 + (0.3 if noise != blur else 0.0) + (0.0 if values["final_sinc_prob"] > 0 else 0.2)
+        if not dry:
+            calls.append(values)
+        return (distance, 2)  # two validation draws, nothing cached
+
+    start = {"noise_lo": 2.0, "noise_hi": 10.0, "poisson_lo": 0.0, "poisson_hi": 0.0, "blur_prob": 1.0,
+             "final_sinc_prob": 0.5, "hr_blur_prob": 0.0}
+    kept, moves = simplify(start, evaluate, margin=0.05, room=100)
+    assert kept["noise_hi"] == 0.0 and kept["blur_prob"] == 0.0  # only the pair move removes them
+    assert kept["final_sinc_prob"] == 0.5  # worse by 0.2 > 0.05 without it
+    assert [m["move"] for m in moves if m["kept"]] == ["no noise and no LQ blur"]
+    assert set(SIMPLIFICATIONS) >= {m["move"] for m in moves}
+    # no room: nothing is tried beyond the current config
+    assert simplify(start, evaluate, margin=0.05, room=2) == (start, [])
