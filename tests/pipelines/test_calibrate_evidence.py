@@ -7,10 +7,11 @@ may be fitted only up to the noise tolerance (Gaussian σ ≤ 3; Poisson scale s
 mid-gray, s·√(0.5/256)·255 ≈ 11.3 s, is 3). The LQ stage acts at the target's resolution
 (pipelines/data_jobs/calibrate_start.py), so its ranges are in the same units as the truth.
 
-Runs (name, seed): seed 0 for camera and messenger, seed 1 for old scan (its seed 0 fit has blur σ up to 3.46 >
-3.25, README "Fitting degradations to your images: the evidence"), and messenger at seeds 1 and 2, where the
-fitted ranges hold (no noise) but the distance is 0.60-0.61 of the stock's, not at most half: that criterion is
-reported as an expected failure with its numbers (`KNOWN_DISTANCE_FAILURES`), the ranges are still asserted.
+Runs (name, seed): all three sets at seed 0, and the messenger set (the one that used to buy its noise reading
+with added noise) at seeds 1 and 2. Every criterion is checked in every run; the misses measured in
+bench/results/calibrate_ci_seed{0,1,2}.json (README "Fitting degradations to your images: the evidence") are
+listed in `KNOWN_MISSES` by run and criterion: such a run is reported as an expected failure naming the numbers
+only when exactly those criteria miss, any other miss fails it, and a run that meets them all passes.
 
 Not asserted, because the issue gives no tolerance for it: the Poisson scale range of the old-scan set
 (reported in the README table), and the gray-vs-colour noise probability (after 4:2:0 JPEG the camera set's
@@ -28,9 +29,10 @@ from tests.pipelines.calibrate_targets import TRUE_RANGES, hr_paths, make_target
 
 # CI-sized: ~35 s per set on one free core, estimated (bench/calibrate.py runs the same with any budget)
 CI = {"lq_size": 32, "sim_patches": 24, "max_patches": 64, "budget": 80, "progress": False}
-RUNS = [("camera", 0), ("messenger", 0), ("old_scan", 1), ("messenger", 1), ("messenger", 2)]
-# measured (bench/results/calibrate_ci_seed{1,2}.json): fitted / stock distance 0.60 and 0.61
-KNOWN_DISTANCE_FAILURES = {("messenger", 1), ("messenger", 2)}
+RUNS = [("camera", 0), ("messenger", 0), ("old_scan", 0), ("messenger", 1), ("messenger", 2)]
+# Measured: messenger seeds 1 and 2 fitted / stock distance 0.60 and 0.61 (no noise added, ranges hold); old scan
+# seed 0 blur σ 1.13-3.46, upper bound beyond 2.5 · 1.3 = 3.25 (the seed-1 and seed-2 fits hold: 1.35-2.81, 1.72-2.69).
+KNOWN_MISSES = {("messenger", 1): {"distance"}, ("messenger", 2): {"distance"}, ("old_scan", 0): {"blur"}}
 TOLERANCE = {"noise": 3.0, "jpeg": 8.0}
 BLUR_TOLERANCE = 0.30  # relative
 # degrade.noise.add_poisson_noise: noise (Poisson(q·v)/v − q)·s has σ = s·√(q/v); at q = 0.5, v = 256 levels, in /255
@@ -48,31 +50,46 @@ def _within(fitted: tuple[float, float], true: tuple[float, float], tolerance: f
     return all(abs(f - t) <= tolerance for f, t in zip(fitted, true, strict=True))
 
 
+def _misses(result, lq_stage, truth: dict) -> dict[str, str]:
+    """Each criterion of the module docstring that the fit misses, with its numbers."""
+    misses: dict[str, str] = {}
+
+    def check(criterion: str, ok: bool, detail: object) -> None:
+        if not ok:
+            misses[criterion] = f"{criterion}: {detail}"
+
+    if "noise" in truth:  # Gaussian noise only: the fit must pick Gaussian noise
+        check("noise", lq_stage.gaussian_noise_prob >= 0.5 and _within(lq_stage.noise_range, truth["noise"],
+                                                                       TOLERANCE["noise"]),
+              (lq_stage.gaussian_noise_prob, lq_stage.noise_range))
+    elif lq_stage.gaussian_noise_prob > 0:  # no Gaussian noise in the targets: at most the tolerance
+        check("noise", lq_stage.noise_range[1] <= TOLERANCE["noise"], lq_stage.noise_range)
+    if "poisson" not in truth and lq_stage.gaussian_noise_prob < 1:
+        check("poisson", lq_stage.poisson_scale_range[1] <= TOLERANCE["noise"] / POISSON_SIGMA_PER_SCALE,
+              lq_stage.poisson_scale_range)
+    if "jpeg" in truth:
+        check("jpeg", _within(lq_stage.jpeg_range, truth["jpeg"], TOLERANCE["jpeg"]), lq_stage.jpeg_range)
+    if "blur" in truth:
+        check("blur", lq_stage.blur_prob >= 0.5 and all(abs(f - t) <= BLUR_TOLERANCE * t for f, t in
+                                                         zip(lq_stage.blur_sigma, truth["blur"], strict=True)),
+              (lq_stage.blur_prob, lq_stage.blur_sigma))
+    if "poisson" in truth:  # Poisson noise only: the fit must pick Poisson noise (its range is not checked)
+        check("poisson", lq_stage.gaussian_noise_prob <= 0.5 and lq_stage.poisson_scale_range[1] > 0,
+              (lq_stage.gaussian_noise_prob, lq_stage.poisson_scale_range))
+    if "jpeg" not in truth:  # no JPEG in the targets: the near-lossless q100 of the LQ model
+        check("jpeg", lq_stage.jpeg_range == (100.0, 100.0), lq_stage.jpeg_range)
+    check("distance", result.fitted_distance <= 0.5 * result.stock_distance,
+          f"fitted {result.fitted_distance:.3f} > half the stock's {result.stock_distance:.3f}")
+    return misses
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name,seed", RUNS)
 def test_fit_halves_the_stock_distance_and_covers_the_true_ranges(name, seed, tmp_path):
     result, cfg = _calibrate(name, seed, tmp_path)
-    lq_stage, truth = cfg.stages[-1], TRUE_RANGES[name]
-    if "noise" in truth:  # Gaussian noise only: the fit must pick Gaussian noise
-        assert lq_stage.gaussian_noise_prob >= 0.5
-        assert _within(lq_stage.noise_range, truth["noise"], TOLERANCE["noise"]), lq_stage.noise_range
-    elif lq_stage.gaussian_noise_prob > 0:  # no Gaussian noise in the targets: at most the tolerance
-        assert lq_stage.noise_range[1] <= TOLERANCE["noise"], lq_stage.noise_range
-    if "poisson" not in truth and lq_stage.gaussian_noise_prob < 1:
-        assert lq_stage.poisson_scale_range[1] <= TOLERANCE["noise"] / POISSON_SIGMA_PER_SCALE, \
-            lq_stage.poisson_scale_range
-    if "jpeg" in truth:
-        assert _within(lq_stage.jpeg_range, truth["jpeg"], TOLERANCE["jpeg"]), lq_stage.jpeg_range
-    if "blur" in truth:
-        assert lq_stage.blur_prob >= 0.5
-        assert all(abs(f - t) <= BLUR_TOLERANCE * t for f, t in zip(lq_stage.blur_sigma, truth["blur"], strict=True)), \
-            lq_stage.blur_sigma
-    if "poisson" in truth:  # Poisson noise only: the fit must pick Poisson noise (its range is not checked)
-        assert lq_stage.gaussian_noise_prob <= 0.5 and lq_stage.poisson_scale_range[1] > 0
-    if "jpeg" not in truth:  # no JPEG in the targets: the near-lossless q100 of the LQ model
-        assert lq_stage.jpeg_range == (100.0, 100.0)
-    halved = result.fitted_distance <= 0.5 * result.stock_distance
-    if not halved and (name, seed) in KNOWN_DISTANCE_FAILURES:
-        pytest.xfail(f"{name} seed {seed}: fitted distance {result.fitted_distance:.3f} > half the stock's "
-                     f"{result.stock_distance:.3f} (ranges hold; README)")
-    assert halved, (result.fitted_distance, result.stock_distance)
+    misses = _misses(result, cfg.stages[-1], TRUE_RANGES[name])
+    known = KNOWN_MISSES.get((name, seed), set())
+    unexpected = {criterion: text for criterion, text in misses.items() if criterion not in known}
+    assert not unexpected, f"{name} seed {seed}: " + "; ".join(unexpected.values())
+    if misses:  # only the measured, documented misses: visible in the summary with their numbers
+        pytest.xfail(f"{name} seed {seed}, known miss (README): " + "; ".join(misses.values()))
