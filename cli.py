@@ -327,7 +327,8 @@ def quickstart(out, net_iters, gan_iters, from_scratch, smallest, seed):
 @click.option("--half", is_flag=True, help="Alias of --precision fp16 (CUDA only).")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True,
               help="auto: fp16 on CUDA, fp32 on the CPU (bf16 is opt-in: up to 14/255 from fp32 with x4plus).")
-@click.option("--backend", type=click.Choice(["auto", "torch", "nnpack", "onnxruntime", "openvino"]), default="auto",
+@click.option("--backend", type=click.Choice(["auto", "torch", "nnpack", "onnxruntime", "openvino", "ncnn"]),
+              default="auto",
               show_default=True, help="CPU runtime for the network (auto: the fastest installed; see README).")
 @click.option("-r", "--recursive", is_flag=True, help="Scan input folders recursively (subfolders mirrored in OUT).")
 @click.option("--threads", default=0, show_default=True, help="CPU threads, torch and runtimes (0: torch's default).")

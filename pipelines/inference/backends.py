@@ -39,15 +39,16 @@ from torch import nn
 from pipelines.inference import nnpack
 
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
-Backend = Literal["auto", "torch", "nnpack", "onnxruntime", "openvino"]
+Backend = Literal["auto", "torch", "nnpack", "onnxruntime", "openvino", "ncnn"]
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
-BACKENDS: tuple[str, ...] = ("auto", "torch", "nnpack", "onnxruntime", "openvino")
-RUNTIME_EXTRAS = {"onnxruntime": "onnxruntime", "openvino": "openvino"}  # backend -> pyproject extra
-# Packages each extra brings: torch.onnx.export needs `onnx` to write the graph the runtime reads.
-RUNTIME_MODULES = {"onnxruntime": ("onnx", "onnxruntime"), "openvino": ("onnx", "openvino")}
+BACKENDS: tuple[str, ...] = ("auto", "torch", "nnpack", "onnxruntime", "openvino", "ncnn")
+RUNTIME_EXTRAS = {"onnxruntime": "onnxruntime", "openvino": "openvino", "ncnn": "ncnn"}  # backend -> pyproject extra
+# Packages each extra brings: torch.onnx.export needs `onnx` to write the graph the runtime reads; the ncnn graph is
+# written by models.ncnn_write.
+RUNTIME_MODULES = {"onnxruntime": ("onnx", "onnxruntime"), "openvino": ("onnx", "openvino"), "ncnn": ("ncnn",)}
 # What each backend can run on the CPU; fp16 convolutions are CUDA-only here (no CPU fp16 kernels worth using).
 CPU_PRECISIONS = {"torch": ("fp32", "bf16"), "nnpack": ("fp32",), "onnxruntime": ("fp32",),
-                  "openvino": ("fp32", "bf16")}
+                  "openvino": ("fp32", "bf16"), "ncnn": ("fp32",)}
 # Fastest first at equal precision, measured on the CPU (bench/results/upscale_tiled128_backends.json,
 # upscale_routes_96.json, upscale_backends*.json).
 AUTO_ORDER = {"fp32": ("openvino", "onnxruntime", "torch"), "bf16": ("openvino", "torch")}  # nnpack: opt-in
@@ -99,7 +100,7 @@ def runtime_available(backend: str) -> bool:
 
 
 def import_runtime(backend: str):
-    """Import onnxruntime / openvino (and onnx), or raise ModuleNotFoundError naming the extra to install."""
+    """Import onnxruntime / openvino (and onnx) / ncnn, or raise ModuleNotFoundError naming the extra to install."""
     for name in RUNTIME_MODULES[backend]:
         try:
             module = importlib.import_module(name)
@@ -186,6 +187,38 @@ class OnnxRuntimeModel(_StandIn):
         return torch.from_numpy(out)
 
 
+class NcnnModel(_StandIn):
+    """The network written as an ncnn graph with fp32 weights (``models.ncnn_write``) in an ncnn CPU net:
+    ``threads`` threads, fp16 / bf16 storage and arithmetic off, ncnn's own choice of Winograd / sgemm
+    convolutions. Images of a batch run one at a time (an ncnn extractor takes one (C, H, W) blob)."""
+
+    def __init__(self, model: nn.Module, threads: int) -> None:
+        super().__init__(model)
+        from models.ncnn_write import ncnn_files
+
+        ncnn = import_runtime("ncnn")
+        param, weights = ncnn_files(model, fp16=False)
+        self._ncnn, self.net = ncnn, ncnn.Net()
+        opt = self.net.opt
+        opt.use_vulkan_compute, opt.num_threads = False, threads
+        opt.use_fp16_storage = opt.use_fp16_arithmetic = opt.use_fp16_packed = opt.use_bf16_storage = False
+        if self.net.load_param_mem(param):
+            raise RuntimeError("ncnn could not read the exported graph")
+        self.net.load_model_mem(weights)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        outs = []
+        for image in x.detach().float():
+            pixels = np.ascontiguousarray(image.numpy())  # kept alive until the extract: the Mat wraps it
+            extractor = self.net.create_extractor()
+            extractor.input("data", self._ncnn.Mat(pixels))
+            code, out = extractor.extract("output")
+            if code:
+                raise RuntimeError(f"ncnn inference failed with code {code}")
+            outs.append(torch.from_numpy(np.array(out)))
+        return torch.stack(outs)
+
+
 class OpenVinoModel(_StandIn):
     """The exported network compiled by OpenVINO for the CPU (latency hint, one stream, ``threads`` threads)."""
 
@@ -222,6 +255,8 @@ def wrap_model(model: nn.Module, backend: str, precision: str, threads: int = 0)
         return OnnxRuntimeModel(model, threads)
     if backend == "openvino":
         return OpenVinoModel(model, threads, precision)
+    if backend == "ncnn":
+        return NcnnModel(model, threads)
     raise ValueError(f"unknown backend {backend!r}")
 
 

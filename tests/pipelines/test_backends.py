@@ -20,7 +20,7 @@ from pipelines.inference.upscale import TileState, UpscaleConfig, build_model, e
 from tests.pipelines.test_upscale import _Sink, as_batch, photo, run_cli, save_weights, tiny, write_inputs
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
-RUNTIMES = ["onnxruntime", "openvino"]
+RUNTIMES = ["onnxruntime", "openvino", "ncnn"]
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -88,7 +88,7 @@ def test_auto_backend_takes_the_fastest_installed_runtime(monkeypatch) -> None:
 @pytest.mark.parametrize(("backend", "device", "precision", "message"), [
     ("onnxruntime", CPU, "bf16", "--backend onnxruntime runs fp32 only"),
     ("openvino", CUDA, "fp32", "--backend openvino runs on the CPU here"),
-    ("tensorrt", CPU, "fp32", "--backend must be one of auto, torch, nnpack, onnxruntime, openvino"),
+    ("tensorrt", CPU, "fp32", "--backend must be one of auto, torch, nnpack, onnxruntime, openvino, ncnn"),
 ])
 def test_impossible_backend_precision_pairs_are_errors(backend, device, precision, message) -> None:
     with pytest.raises(ValueError, match=message):
@@ -96,7 +96,8 @@ def test_impossible_backend_precision_pairs_are_errors(backend, device, precisio
 
 
 @pytest.mark.parametrize(("runtime", "missing"), [("onnxruntime", "onnxruntime"), ("openvino", "openvino"),
-                                                 ("openvino", "onnx")])  # onnx: torch.onnx.export needs it
+                                                 ("openvino", "onnx"),  # onnx: torch.onnx.export needs it
+                                                 ("ncnn", "ncnn")])
 def test_missing_extra_names_the_install_command(tmp_path, monkeypatch, runtime, missing) -> None:
     real_import = importlib.import_module
 
