@@ -18,8 +18,10 @@ Precision (``--precision``; ``--half`` is an alias of fp16):
 
 Backend ``auto``: torch on CUDA; on the CPU the fastest installed backend for the precision, in the order
 ``AUTO_ORDER`` measured side by side by ``bench/upscale.py --backend ...`` and ``bench/upscale_routes.py`` (README,
-Benchmarks): for fp32 OpenVINO, then onnxruntime, then torch; torch is always available. NNPACK (Winograd) is
-opt-in: faster on one thread at small sizes, but slower than torch with two threads at tile 128 on this EPYC.
+Benchmarks): for fp32 OpenVINO, then ncnn, then onnxruntime, then torch; with one thread ncnn first
+(``AUTO_ORDER_ONE_THREAD``: its Winograd convolutions lead there, and scale less than OpenVINO's direct ones from
+two threads on); torch is always available. NNPACK (Winograd) is opt-in: slower than torch with two threads at
+tile 128 on this EPYC.
 
 The ONNX graph is exported in memory for each run (about 2 s for x4plus, once per run, not per image): no
 cache directory to invalidate when weights change, nothing written outside the output folder.
@@ -51,7 +53,11 @@ CPU_PRECISIONS = {"torch": ("fp32", "bf16"), "nnpack": ("fp32",), "onnxruntime":
                   "openvino": ("fp32", "bf16"), "ncnn": ("fp32",)}
 # Fastest first at equal precision, measured on the CPU (bench/results/upscale_tiled128_backends.json,
 # upscale_routes_96.json, upscale_backends*.json).
-AUTO_ORDER = {"fp32": ("openvino", "onnxruntime", "torch"), "bf16": ("openvino", "torch")}  # nnpack: opt-in
+AUTO_ORDER = {"fp32": ("openvino", "ncnn", "onnxruntime", "torch"), "bf16": ("openvino", "torch")}  # nnpack: opt-in
+# One thread (e.g. one upscale per core, or a worker process): ncnn 1.42x the reference vs OpenVINO 1.15x, untiled
+# 96x96 (bench/results/upscale_routes_96_1thread.json); two threads: OpenVINO 1.31x, ncnn 1.23x at tile 128
+# (upscale_tiled128_ncnn.json).
+AUTO_ORDER_ONE_THREAD = {"fp32": ("ncnn", "openvino", "onnxruntime", "torch")}
 # auto on the CPU takes a reduced precision only if x4plus stays this close to fp32 (1/255 levels): about the
 # default tiling's own error at tile 512, overlap 64 (pipelines.inference.tiling docstring).
 CPU_AUTO_TOLERANCE_255 = {"max": 2.0, "p999": 1.0}
@@ -110,14 +116,17 @@ def import_runtime(backend: str):
     return module
 
 
-def resolve_backend(backend: str, device: torch.device, precision: str) -> str:
-    """``auto`` -> the fastest installed backend for ``precision`` on ``device``; errors for impossible pairs."""
+def resolve_backend(backend: str, device: torch.device, precision: str, threads: int = 0) -> str:
+    """``auto`` -> the fastest installed backend for ``precision`` on ``device`` with ``threads`` CPU threads (0:
+    torch's current count); errors for impossible pairs."""
     if backend not in BACKENDS:
         raise ValueError(f"--backend must be one of {', '.join(BACKENDS)} (got {backend!r})")
     if backend == "auto":
         if device.type != "cpu":
             return "torch"
-        usable = (b for b in AUTO_ORDER.get(precision, ("torch",)) if b == "torch" or runtime_available(b))
+        orders = AUTO_ORDER_ONE_THREAD if (threads or torch.get_num_threads()) == 1 else AUTO_ORDER
+        order = orders.get(precision) or AUTO_ORDER.get(precision, ("torch",))
+        usable = (b for b in order if b == "torch" or runtime_available(b))
         return next(b for b in usable if b != "openvino" or precision != "bf16" or native_bf16_cpu())
     if backend != "torch":
         if device.type != "cpu":

@@ -460,7 +460,7 @@ def _build_backend(config: UpscaleConfig, stream: TextIO, model: nn.Module | Non
     device = next(model.parameters()).device if model is not None else resolve_device(config.device, False)
     precision = backends.resolve_precision(backends.parse_precision(config.precision, config.half), device,
                                            config.half)
-    backend = backends.resolve_backend(config.backend, device, precision)
+    backend = backends.resolve_backend(config.backend, device, precision, config.threads)
     if model is None:
         model, description = build_model(config.weights, device, half=precision == "fp16")
         if config.progress:

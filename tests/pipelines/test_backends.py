@@ -69,20 +69,38 @@ def test_auto_precision_is_fp16_on_cuda_and_fp32_on_the_cpu() -> None:
 
 
 def test_auto_backend_takes_the_fastest_installed_runtime(monkeypatch) -> None:
-    installed = {"nnpack": True, "openvino": True, "onnxruntime": True}
+    installed = {"nnpack": True, "openvino": True, "onnxruntime": True, "ncnn": True}
     monkeypatch.setattr(backends, "runtime_available", lambda name: installed[name])
-    # nnpack is opt-in: slower than torch with two threads at tile 128 (README, Benchmarks)
-    assert backends.resolve_backend("auto", CPU, "fp32") == "openvino"
+    # The measured order (README, Benchmarks); nnpack is opt-in: slower than torch with two threads at tile 128.
+    assert backends.resolve_backend("auto", CPU, "fp32", threads=2) == "openvino"
+    assert backends.resolve_backend("auto", CPU, "fp32", threads=1) == "ncnn"  # ncnn's Winograd leads on one thread
     assert backends.resolve_backend("auto", CUDA, "fp16") == "torch"  # runtimes run on the CPU here
     installed["openvino"] = False
-    assert backends.resolve_backend("auto", CPU, "fp32") == "onnxruntime"
+    assert backends.resolve_backend("auto", CPU, "fp32", threads=2) == "ncnn"
+    installed["ncnn"] = False
+    assert backends.resolve_backend("auto", CPU, "fp32", threads=2) == "onnxruntime"
+    assert backends.resolve_backend("auto", CPU, "fp32", threads=1) == "onnxruntime"
     installed["onnxruntime"] = False
     assert backends.resolve_backend("auto", CPU, "fp32") == "torch"
     installed["openvino"] = True
+    assert backends.resolve_backend("auto", CPU, "fp32", threads=1) == "openvino"
     monkeypatch.setattr(backends, "native_bf16_cpu", lambda: False)
     assert backends.resolve_backend("auto", CPU, "bf16") == "torch"  # OpenVINO would fall back to fp32
     monkeypatch.setattr(backends, "native_bf16_cpu", lambda: True)
     assert backends.resolve_backend("auto", CPU, "bf16") == "openvino"
+    assert backends.resolve_backend("auto", CPU, "bf16", threads=1) == "openvino"  # ncnn has no bf16 path here
+
+
+def test_auto_thread_count_defaults_to_torchs(monkeypatch) -> None:
+    monkeypatch.setattr(backends, "runtime_available", lambda name: True)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert backends.resolve_backend("auto", CPU, "fp32") == "ncnn"
+        torch.set_num_threads(2)
+        assert backends.resolve_backend("auto", CPU, "fp32") == "openvino"
+    finally:
+        torch.set_num_threads(before)
 
 
 @pytest.mark.parametrize(("backend", "device", "precision", "message"), [
