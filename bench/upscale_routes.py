@@ -18,7 +18,7 @@ bench/reference/ref_upscale.py compute the same pixels. Routes (--routes):
   ov-static         ov-latency compiled for the timed input shape only (static, not dynamic H / W)
   ov-throughput     OpenVINO THROUGHPUT hint (streams chosen by OpenVINO), f32 hint, --threads threads
   ov-latency-denorm ov-latency + CPU_DENORMALS_OPTIMIZATION
-  ncnn              ncnn fp32 (fp16 / bf16 storage and arithmetic off; Winograd where ncnn picks it)
+  ncnn              --backend ncnn: ncnn fp32 (fp16 / bf16 storage and arithmetic off; Winograd where ncnn picks it)
 
 Per round every route runs once (order rotating) and the reference once in a fresh process (the faster of
 its 2 runs); medians over --rounds. Each output's largest uint8 difference from torch-cl is reported.
@@ -50,7 +50,6 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 from upscale_backends import _runtime_versions, centre_crop, run_reference, time_once  # noqa: E402
 
-from models.ncnn_write import ncnn_files  # noqa: E402
 from models.rrdbnet import RRDBNet  # noqa: E402
 from pipelines.inference import backends  # noqa: E402
 from pipelines.inference.nnpack import nnpack_model  # noqa: E402
@@ -111,34 +110,6 @@ def ort_route(model: nn.Module, threads: int, tuned: bool) -> Wrapped:
     return Wrapped(model, lambda x: torch.from_numpy(session.run(None, {"input": np.ascontiguousarray(x.numpy())})[0]))
 
 
-def ncnn_route(model: nn.Module, threads: int, tmp: Path) -> Wrapped:
-    import ncnn
-
-    param, binary = ncnn_files(model, fp16=False)
-    (tmp / "m.param").write_text(param)
-    (tmp / "m.bin").write_bytes(binary)
-    net = ncnn.Net()
-    opt = net.opt
-    opt.use_vulkan_compute, opt.num_threads = False, threads
-    opt.use_fp16_storage = opt.use_fp16_arithmetic = opt.use_fp16_packed = opt.use_bf16_storage = False
-    if net.load_param(str(tmp / "m.param")) or net.load_model(str(tmp / "m.bin")):
-        raise RuntimeError("ncnn could not load the exported model")
-
-    def run(x: torch.Tensor) -> torch.Tensor:
-        outs = []
-        for image in x:
-            extractor = net.create_extractor()
-            pixels = np.array(image.numpy(), dtype=np.float32, order="C")  # kept alive until the extract
-            extractor.input("data", ncnn.Mat(pixels))
-            code, out = extractor.extract("output")
-            if code:
-                raise RuntimeError(f"ncnn failed with code {code}")
-            outs.append(torch.from_numpy(np.array(out)))
-        return torch.stack(outs)
-
-    return Wrapped(model, run)
-
-
 def build(name: str, model: nn.Module, shape: tuple[int, ...], threads: int, tmp: Path) -> tuple[nn.Module, float]:
     """(route, seconds it took to build: export, trace, compile; the compile's first call included)."""
     start = time.perf_counter()
@@ -177,7 +148,7 @@ def build(name: str, model: nn.Module, shape: tuple[int, ...], threads: int, tmp
         route = openvino_route(model, threads, {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1,
                                                 "CPU_DENORMALS_OPTIMIZATION": True})
     elif name == "ncnn":
-        route = ncnn_route(model, threads, tmp)
+        route = backends.wrap_model(model, "ncnn", "fp32", threads)  # --backend ncnn
     else:
         raise ValueError(name)
     return route, time.perf_counter() - start
