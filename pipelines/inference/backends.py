@@ -204,28 +204,21 @@ class NcnnModel(_StandIn):
     def __init__(self, model: nn.Module, threads: int) -> None:
         super().__init__(model)
         from models.ncnn_write import ncnn_files
+        from pipelines.inference.export import ncnn_cpu_net
 
-        ncnn = import_runtime("ncnn")
-        param, weights = ncnn_files(model, fp16=False)
-        self._ncnn, self.net = ncnn, ncnn.Net()
-        opt = self.net.opt
-        opt.use_vulkan_compute, opt.num_threads = False, threads
-        opt.use_fp16_storage = opt.use_fp16_arithmetic = opt.use_fp16_packed = opt.use_bf16_storage = False
-        if self.net.load_param_mem(param):
+        import_runtime("ncnn")
+        # ncnn may read weights loaded from memory in place (its DataReaderFromMemory): keep the bytes with the net.
+        self._param, self._weights = ncnn_files(model, fp16=False)
+        self.net = ncnn_cpu_net(threads)
+        if self.net.load_param_mem(self._param):
             raise RuntimeError("ncnn could not read the exported graph")
-        self.net.load_model_mem(weights)
+        self.net.load_model_mem(self._weights)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        outs = []
-        for image in x.detach().float():
-            pixels = np.ascontiguousarray(image.numpy())  # kept alive until the extract: the Mat wraps it
-            extractor = self.net.create_extractor()
-            extractor.input("data", self._ncnn.Mat(pixels))
-            code, out = extractor.extract("output")
-            if code:
-                raise RuntimeError(f"ncnn inference failed with code {code}")
-            outs.append(torch.from_numpy(np.array(out)))
-        return torch.stack(outs)
+        from pipelines.inference.export import ncnn_forward
+
+        return torch.stack([torch.from_numpy(ncnn_forward(self.net, image.numpy(), "the exported graph"))
+                            for image in x.detach().float()])
 
 
 class OpenVinoModel(_StandIn):

@@ -166,22 +166,36 @@ def run_onnxruntime(path: Path, x: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------- ncnn / pth / safetensors
 
 
-def run_ncnn(param: Path, x: np.ndarray) -> np.ndarray:
-    """One image (3, H, W) through the ``ncnn`` Python package on the CPU in fp32."""
+def ncnn_cpu_net(threads: int = 1):
+    """An empty ``ncnn.Net`` set up for fp32 CPU inference: no Vulkan, fp16 / bf16 storage and arithmetic off."""
     import ncnn
 
     net = ncnn.Net()
     opt = net.opt
-    opt.use_vulkan_compute, opt.num_threads = False, 1
+    opt.use_vulkan_compute, opt.num_threads = False, threads
     opt.use_fp16_storage = opt.use_fp16_arithmetic = opt.use_fp16_packed = opt.use_bf16_storage = False
-    if net.load_param(str(param)) or net.load_model(str(param.with_suffix(".bin"))):
-        raise ValueError(f"ncnn cannot load {param} / {param.with_suffix('.bin')}")
+    return net
+
+
+def ncnn_forward(net, x: np.ndarray, what: str) -> np.ndarray:
+    """One image (3, H, W) through a loaded ncnn net ("data" in, "output" out); ValueError naming ``what``."""
+    import ncnn
+
+    pixels = np.ascontiguousarray(x, dtype=np.float32)  # the Mat wraps this memory: alive until the extract
     extractor = net.create_extractor()
-    extractor.input("data", ncnn.Mat(np.ascontiguousarray(x, dtype=np.float32)).clone())
+    extractor.input("data", ncnn.Mat(pixels))
     ret, out = extractor.extract("output")
     if ret:
-        raise ValueError(f"ncnn inference of {param} failed with code {ret}")
+        raise ValueError(f"ncnn inference of {what} failed with code {ret}")
     return np.array(out).astype(np.float32)
+
+
+def run_ncnn(param: Path, x: np.ndarray) -> np.ndarray:
+    """One image (3, H, W) through the ``ncnn`` Python package on the CPU in fp32."""
+    net = ncnn_cpu_net()
+    if net.load_param(str(param)) or net.load_model(str(param.with_suffix(".bin"))):
+        raise ValueError(f"ncnn cannot load {param} / {param.with_suffix('.bin')}")
+    return ncnn_forward(net, x, str(param))
 
 
 def _state_and_arch(model: nn.Module, fmt: str) -> tuple[dict[str, torch.Tensor], dict[str, object] | None]:
