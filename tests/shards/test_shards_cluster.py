@@ -125,12 +125,10 @@ def _holders_of_tmp(out: Path) -> list[int]:
     return pids
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the worker writing a shard through /proc")
-def test_worker_killed_mid_task_is_rescheduled_and_output_identical(photos, local_run, tmp_path):
-    out = tmp_path / "dask"
-    job = subprocess.Popen(_cli(photos, out), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                           env=ENV)
+def _kill_the_worker_writing(command: list[str], out: Path) -> tuple[int | None, subprocess.Popen, str]:
+    """Run a Dask job and SIGKILL the first worker caught holding a shard's ``.tmp`` file under ``out``;
+    returns the killed pid (None if none was caught), the finished job and its output."""
+    job = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
     killed = None
     try:
         deadline = time.monotonic() + 300
@@ -143,6 +141,14 @@ def test_worker_killed_mid_task_is_rescheduled_and_output_identical(photos, loca
         output = job.communicate(timeout=600)[0]
     finally:
         job.kill()
+    return killed, job, output
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the worker writing a shard through /proc")
+def test_worker_killed_mid_task_is_rescheduled_and_output_identical(photos, local_run, tmp_path):
+    out = tmp_path / "dask"
+    killed, job, output = _kill_the_worker_writing(_cli(photos, out), out)
     assert killed is not None, "no worker was caught writing a shard"
     assert job.returncode == 0, output
     retried = [line for line in output.splitlines() if line.startswith("dask: ")]
@@ -216,19 +222,7 @@ def test_degrade_worker_killed_mid_task_is_rescheduled_and_output_identical(tmp_
     out = tmp_path / "dask"
     command = [sys.executable, str(REPO / "cli.py"), "degrade", "--shards", str(gt), "--out", str(out), "--seed", "3",
                "--shard-size", "4", "--gt-size", "64", "--scheduler", "local:2"]
-    job = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
-    killed = None
-    try:
-        deadline = time.monotonic() + 300
-        while killed is None and job.poll() is None and time.monotonic() < deadline:
-            holders = _holders_of_tmp(out)
-            if holders:
-                killed = holders[0]
-                os.kill(killed, signal.SIGKILL)
-            time.sleep(0.005)
-        output = job.communicate(timeout=600)[0]
-    finally:
-        job.kill()
+    killed, job, output = _kill_the_worker_writing(command, out)
     assert killed is not None, "no worker was caught writing a pair shard"
     assert job.returncode == 0, output
     retried = [line for line in output.splitlines() if line.startswith("dask: ")]
