@@ -43,6 +43,22 @@ def cuda_or_skip() -> torch.device:
     return torch.device("cuda")
 
 
+def single_thread_fixture(scope: str = "function", autouse: bool = True):
+    """A fixture that runs tests with one torch thread and restores the count afterwards; assign it in a test
+    module (``one_thread = single_thread_fixture("module")``). The tiny nets and ops these modules run take
+    microseconds, and on a shared 2-core machine a second OpenMP thread only waits at barriers for a descheduled
+    one (measured up to 14x slower); results depend on the thread count only through float summation order."""
+
+    @pytest.fixture(scope=scope, autouse=autouse)
+    def one_thread():
+        before = torch.get_num_threads()
+        torch.set_num_threads(1)
+        yield
+        torch.set_num_threads(before)
+
+    return one_thread
+
+
 def load_sample_rgb(name: str) -> np.ndarray:
     """A bundled photo as HWC RGB uint8."""
     bgr = cv2.imread(str(SAMPLES_DIR / name), cv2.IMREAD_COLOR)

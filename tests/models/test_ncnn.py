@@ -30,6 +30,7 @@ from models.ncnn import (
 )
 from models.rrdbnet import RRDBNet, RRDBNetSpec
 from models.weights import detect_rrdbnet, load_generator_state_dict, load_into
+from tests.conftest import single_thread_fixture
 
 DATA = Path(__file__).parent / "data"
 SAMPLES = Path(__file__).resolve().parents[2] / "samples"
@@ -262,15 +263,7 @@ def test_released_weights_load_strictly(released) -> None:
         assert report.complete and len(report.loaded) == 6 * 2 + num_block * 30
 
 
-@pytest.fixture
-def one_thread():
-    """Run the 23-block forwards single-threaded. On a 2-core machine shared with other processes,
-    OpenMP oversubscription made the 32x32 x4plus forward ~10x slower with 2 threads (measured
-    0.9 s vs 9-12 s); results do not depend on the thread count beyond float summation order."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+one_thread = single_thread_fixture(autouse=False)
 
 
 @pytest.fixture(scope="module")

@@ -17,18 +17,14 @@ import torch
 from pipelines.inference import backends
 from pipelines.inference.tiling import upscale_tensor
 from pipelines.inference.upscale import TileState, UpscaleConfig, build_model, enhance, upscale_files
+from tests.conftest import single_thread_fixture
 from tests.pipelines.test_upscale import _Sink, as_batch, photo, run_cli, save_weights, tiny, write_inputs
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 RUNTIMES = ["onnxruntime", "openvino", "ncnn"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+one_thread = single_thread_fixture("module")
 
 
 def need(runtime: str) -> None:

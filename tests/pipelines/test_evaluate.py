@@ -18,15 +18,10 @@ from pipelines.inference.evaluate import EvaluateConfig, bicubic_upscale, evalua
 from pipelines.inference.quality import niqe
 from pipelines.inference.upscale import TileState, enhance, prepare_model
 from pipelines.training.metrics import psnr, ssim
+from tests.conftest import single_thread_fixture
 from tests.pipelines.niqe_cases import read_photo
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+_one_thread = single_thread_fixture()
 
 
 def _tiny() -> RRDBNet:

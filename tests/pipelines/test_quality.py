@@ -19,6 +19,7 @@ from scipy.special import gamma
 
 from pipelines.inference import quality
 from pipelines.inference.quality import aggd_fit, ggd_fit, matlab_imresize, niqe, niqe_features
+from tests.conftest import single_thread_fixture
 from tests.pipelines import niqe_cases
 
 REFERENCE = {
@@ -59,13 +60,7 @@ def _rgb(bgr: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(bgr[:, :, ::-1])).permute(2, 0, 1).float().div(255).to(device)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """NIQE is many small tensor ops; on a shared 2-core runner two OpenMP threads spin more than they help."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+_one_thread = single_thread_fixture("module")
 
 
 @pytest.fixture(scope="module")

@@ -27,19 +27,12 @@ from models.rrdbnet import RRDBNet
 from models.weights import export_generator
 from pipelines.inference.tiling import axis_weights, axis_windows, default_overlap, upscale_tensor
 from pipelines.inference.upscale import TileState, UpscaleConfig, enhance, upscale_files
-from tests.conftest import SAMPLES_DIR
+from tests.conftest import SAMPLES_DIR, single_thread_fixture
 
 TOL = 1 / 255
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # The tiny nets' convolutions take microseconds; with 2 OpenMP threads on a shared 2-core machine
-    # every op waits at a barrier for a descheduled thread (measured: 14x slower). Restored afterwards.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+one_thread = single_thread_fixture("module")
 
 
 def tiny(scale: int = 4, seed: int = 0) -> RRDBNet:

@@ -12,15 +12,10 @@ import torch
 
 import pipelines.inference.tiling as tiling
 from pipelines.inference.upscale import TileState, enhance, merge_image, run_model, split_image, upscale_alpha
+from tests.conftest import single_thread_fixture
 from tests.pipelines.test_upscale import photo, tiny
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+one_thread = single_thread_fixture()
 
 
 def whole_image_accumulator(model, image, tile, overlap, batch):

@@ -4,22 +4,16 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-import pytest
 import torch
 from click.testing import CliRunner
 
 from cli import main
 from models.weights import export_generator
 from pipelines.inference.upscale import UpscaleConfig, upscale_files
+from tests.conftest import single_thread_fixture
 from tests.pipelines.test_upscale import _Sink, photo, tiny
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+one_thread = single_thread_fixture()
 
 
 def _run(*args):

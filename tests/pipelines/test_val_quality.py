@@ -16,15 +16,10 @@ from pipelines.training.metrics import MetricsWriter
 from pipelines.training.train_config import ConfigError, load_train_config, stage_defaults
 from pipelines.training.val_quality import ValidationTracker
 from pipelines.training.validate import ValidationPair
+from tests.conftest import single_thread_fixture
 from tests.pipelines.niqe_cases import read_photo
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+_one_thread = single_thread_fixture()
 
 
 def _net(seed: int) -> RRDBNet:
