@@ -22,7 +22,7 @@ from degrade.webp_header import WebpFileInfo, webp_quality_from_file
 
 __all__ = ["NoiseEstimate", "JpegEstimate", "noise_sigma", "noise_estimate", "jpeg_quality", "blockiness",
            "sharpness", "blur_sigma", "jpeg_quality_from_file", "JpegFileInfo", "file_format",
-           "BLOCKINESS_THRESHOLD", "webp_quality_from_file", "WebpFileInfo"]
+           "BLOCKINESS_THRESHOLD", "webp_quality_from_file", "WebpFileInfo", "unclipped_blocks"]
 
 _PATCH = 7  # patch side of the PCA noise estimate (49 dimensions; Chen et al. use 7x7 to 8x8)
 _LUMA = (0.299, 0.587, 0.114)  # the Y weights libjpeg uses, so blockiness is measured where JPEG quantizes
@@ -181,13 +181,33 @@ def blockiness(images: Tensor) -> Tensor:
     return torch.tensor([_blockiness_one(_luma(image)) for image in _check(images)], dtype=torch.float64)
 
 
-def _recompression_error(rgb: np.ndarray, quality: int) -> float:
+def unclipped_blocks(rgb: np.ndarray, min_share: float = 0.1) -> np.ndarray:
+    """(H, W) bool: the pixels of the 8x8 blocks (grid at the top-left pixel) with no channel at 0 or 255.
+
+    A decoder clips what the IDCT puts outside [0, 255]; re-encoding a block with clipped pixels moves its
+    coefficients off the quantization lattice, so such blocks are no fixed point at any quality (on dark or
+    bright tiles they hid most decoded JPEGs). Fewer than ``min_share`` of the blocks unclipped: every pixel
+    (a block or two of evidence would let one flat block decide)."""
+    h, w = rgb.shape[:2]
+    hb, wb = h // 8, w // 8
+    clipped = ((rgb == 0) | (rgb == 255)).any(axis=2)[: hb * 8, : wb * 8]
+    keep_blocks = ~clipped.reshape(hb, 8, wb, 8).any(axis=(1, 3))
+    if keep_blocks.sum() < max(1.0, min_share * keep_blocks.size):
+        return np.ones((h, w), dtype=bool)
+    mask = np.zeros((h, w), dtype=bool)
+    mask[: hb * 8, : wb * 8] = np.repeat(np.repeat(keep_blocks, 8, axis=0), 8, axis=1)
+    return mask
+
+
+def _recompression_error(rgb: np.ndarray, quality: int, mask: np.ndarray | None = None) -> float:
+    """Mean squared luma change of one libjpeg round trip at ``quality``, over ``mask`` (None: every pixel)."""
     bgr = np.ascontiguousarray(rgb[..., ::-1])
     ok, encoded = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
     if not ok:
         raise RuntimeError("cv2.imencode failed")
     decoded = cv2.imdecode(encoded, cv2.IMREAD_COLOR)[..., ::-1].astype(np.float64)
-    return float(((_luma(decoded.transpose(2, 0, 1)) - _luma(rgb.transpose(2, 0, 1).astype(np.float64))) ** 2).mean())
+    change = (_luma(decoded.transpose(2, 0, 1)) - _luma(rgb.transpose(2, 0, 1).astype(np.float64))) ** 2
+    return float(change.mean() if mask is None else change[mask].mean())
 
 
 _SEARCH = (8, 98)  # re-compression search range (qualities whose tables are distinct enough to tell apart)
@@ -205,7 +225,8 @@ def _search_quality(rgb: np.ndarray, step: int = _STEP) -> tuple[int, float]:
     """
     low, high = _SEARCH
     grid = list(range(low, high + 1, step))
-    errors = [_recompression_error(rgb, q) for q in grid]
+    mask = unclipped_blocks(rgb)
+    errors = [_recompression_error(rgb, q, mask) for q in grid]
     gap = max(1, _GAP // step)  # neighbouring qualities share most table entries: compare with farther ones
     dips = [errors[i] / max(min(errors[i - gap], errors[i + gap]), 1e-9) for i in range(gap, len(grid) - gap)]
     # A lattice of steps Q contains the lattices of Q/2, Q/3...: the image is also nearly a fixed point at
@@ -214,7 +235,7 @@ def _search_quality(rgb: np.ndarray, step: int = _STEP) -> tuple[int, float]:
     centre = gap + (deep[0] if deep else int(np.argmin(dips)))
     if step == 1:
         return grid[centre], dips[centre - gap]
-    fine = {q: _recompression_error(rgb, q) for q in range(grid[centre] - step + 1, grid[centre] + step)}
+    fine = {q: _recompression_error(rgb, q, mask) for q in range(grid[centre] - step + 1, grid[centre] + step)}
     best = min(fine, key=fine.get)
     return best, dips[centre - gap]
 
@@ -238,7 +259,8 @@ def jpeg_quality(images: Tensor, threshold: float = BLOCKINESS_THRESHOLD) -> Jpe
     quality is its error over the smaller error 3 qualities away, ≈0 at a decoded JPEG's quality
     and ≥0.6 everywhere for clean images (their error just keeps falling with the quality). The
     lattice of steps Q contains those of Q/2, Q/3, so the lowest quality with a dip below 0.5 is
-    reported; images without one are "not JPEG-like" (quality NaN).
+    reported; images without one are "not JPEG-like" (quality NaN). The error is taken over the 8x8
+    blocks without clipped pixels (`unclipped_blocks`): a clipped block is a fixed point of no quality.
 
     Blockiness (returned too) is the usual indicator but is not used for the decision: on 64x64
     patches it misses most q ≥ 85, and photos that were JPEGs before on the same grid (the bundled
@@ -248,7 +270,8 @@ def jpeg_quality(images: Tensor, threshold: float = BLOCKINESS_THRESHOLD) -> Jpe
     after compression — a resized JPEG is not JPEG-like any more), a single compression with the IJG
     tables (custom tables give the nearest IJG quality), 4:2:0 chroma (the re-encoder's). Biases:
     double compression reports one of the two qualities; noise added after the JPEG hides it; flat
-    patches carry no evidence and read as not JPEG-like; ~50 ms per 64x64 patch (91 encodes).
+    patches carry no evidence and read as not JPEG-like, and so do patches with fewer than 10 % of their
+    blocks free of clipped (0 / 255) pixels; ~50 ms per 64x64 patch (91 encodes).
     """
     pixels = _check(images)
     block = torch.tensor([_blockiness_one(_luma(image)) for image in pixels], dtype=torch.float64)
