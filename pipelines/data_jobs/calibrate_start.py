@@ -23,7 +23,8 @@ Start (moment matching): the JPEG range from the files' quantization tables (or 
 from the medians of the two noise indicators; then for blur σ and noise level a 1-D transfer curve
 "median feature of the simulated LQ vs parameter value" (a few simulations on the same HR crops, so the
 HR photos' own noise and softness and what JPEG does to noise are inside the curve), inverted at the
-target's quartiles; a uniform range [a, b] has its quartiles at a + (b − a)/4 and a + 3(b − a)/4, which
+target's quartiles over the part of the curve that still rises (`_informative_points`: not where the estimator
+saturates); a uniform range [a, b] has its quartiles at a + (b − a)/4 and a + 3(b − a)/4, which
 gives a and b. Every simulation (transfer ones included) counts against the budget and is in
 the trace; a candidate whose config was simulated before (values that cannot change the LQ are made
 canonical in `lq_config`) is not simulated or counted again. Qualities read from the files' headers are
@@ -143,10 +144,29 @@ def _uniform_bounds(q25: float, q75: float) -> tuple[float, float]:
     return q25 - width, q75 + width
 
 
-def _invert(probe: tuple[float, ...], medians: list[float], targets: np.ndarray) -> np.ndarray:
-    """Parameter values where the transfer curve reaches ``targets``: the curve up to its maximum (an estimator
-    that saturates or turns back at strong degradations gives no information there), made increasing."""
+_FLAT_SLOPE = 1 / 3  # a curve segment this much flatter than the steepest one before it: the estimator saturates
+
+
+def _informative_points(probe: tuple[float, ...], medians: list[float]) -> int:
+    """How many probe points of a transfer curve carry information: up to its maximum, and not past the first
+    segment after the steepest one that is flatter than `_FLAT_SLOPE` of it. Where the estimator saturates
+    (sharpness beyond σ ≈ 2 LQ pixels on small tiles), a few hundredths of content difference between target and
+    HR photos move the inverse by a whole probe step."""
     stop = int(np.argmax(medians)) + 1
+    x, y = np.asarray(probe[:stop], dtype=float), np.asarray(medians[:stop], dtype=float)
+    if stop < 3:
+        return stop
+    slopes = np.diff(y) / np.diff(x)
+    steepest = int(np.argmax(slopes))
+    flat = [k for k in range(steepest + 1, slopes.size) if slopes[k] < _FLAT_SLOPE * slopes[steepest]]
+    return flat[0] + 1 if flat else stop
+
+
+def _invert(probe: tuple[float, ...], medians: list[float], targets: np.ndarray) -> np.ndarray:
+    """Parameter values where the transfer curve reaches ``targets``: the curve over its `_informative_points`
+    (an estimator that saturates or turns back at strong degradations gives no information there), made
+    increasing; targets beyond it get its last informative value."""
+    stop = _informative_points(probe, medians)
     curve = np.maximum.accumulate(np.asarray(medians[:stop], dtype=float))
     curve = curve + np.arange(curve.size) * 1e-9  # strictly increasing for np.interp
     return np.interp(targets, curve, np.asarray(probe[:stop], dtype=float))

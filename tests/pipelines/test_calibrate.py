@@ -131,6 +131,11 @@ def test_uniform_bounds_and_transfer_inversion():
     # a curve that saturates and turns back (as sharpness does at strong blur) is only used up to its maximum
     medians = [1.0, 3.0, 5.0, 4.0, 2.0]
     assert np.allclose(_invert(probe, medians, np.array([2.0, 4.0, 6.0])), [0.5, 1.5, 2.0])
+    # ... and only up to where it flattens to under a third of its steepest slope (an estimator near saturation):
+    # slopes 1, 2, 0.2, 0.1 keep the points 0-2; a target above them gets 2, not the 3.5 of the flat tail
+    medians = [1.0, 2.0, 4.0, 4.2, 4.3]
+    assert np.allclose(_invert(probe, medians, np.array([1.5, 3.0, 4.25])), [0.5, 1.5, 2.0])
+    assert np.allclose(_invert(probe, [0.0, 1.0, 2.0, 2.5, 3.0], np.array([2.75])), [3.5])  # 1/2 of it: kept
 
 
 def test_estimate_start_needs_a_budget_and_order_two():
