@@ -10,6 +10,7 @@ docstrings say where each estimator is biased when it is used alone. Accuracy ta
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import cv2
@@ -181,19 +182,20 @@ def blockiness(images: Tensor) -> Tensor:
     return torch.tensor([_blockiness_one(_luma(image)) for image in _check(images)], dtype=torch.float64)
 
 
-def unclipped_blocks(rgb: np.ndarray, min_share: float = 0.1) -> np.ndarray:
-    """(H, W) bool: the pixels of the 8x8 blocks (grid at the top-left pixel) with no channel at 0 or 255.
+def unclipped_blocks(rgb: np.ndarray, min_share: float = 0.1) -> np.ndarray | None:
+    """(H, W) bool: the pixels of the 8x8 blocks (grid at the top-left pixel) with no channel at 0 or 255;
+    None when fewer than ``min_share`` of the blocks are unclipped (a block or two of evidence would let one
+    flat block decide: measure every pixel then).
 
     A decoder clips what the IDCT puts outside [0, 255]; re-encoding a block with clipped pixels moves its
     coefficients off the quantization lattice, so such blocks are no fixed point at any quality (on dark or
-    bright tiles they hid most decoded JPEGs). Fewer than ``min_share`` of the blocks unclipped: every pixel
-    (a block or two of evidence would let one flat block decide)."""
+    bright tiles they hid most decoded JPEGs), while unclipped blocks of a decoded JPEG are exact ones."""
     h, w = rgb.shape[:2]
     hb, wb = h // 8, w // 8
     clipped = ((rgb == 0) | (rgb == 255)).any(axis=2)[: hb * 8, : wb * 8]
     keep_blocks = ~clipped.reshape(hb, 8, wb, 8).any(axis=(1, 3))
     if keep_blocks.sum() < max(1.0, min_share * keep_blocks.size):
-        return np.ones((h, w), dtype=bool)
+        return None
     mask = np.zeros((h, w), dtype=bool)
     mask[: hb * 8, : wb * 8] = np.repeat(np.repeat(keep_blocks, 8, axis=0), 8, axis=1)
     return mask
@@ -214,6 +216,11 @@ _SEARCH = (8, 98)  # re-compression search range (qualities whose tables are dis
 _STEP = 1  # grid of the search: every quality (a coarser grid misses fixed points between its points)
 _GAP = 3  # the dip compares with the errors 3 qualities away
 _DIP = 0.5  # a fixed point's error is below this fraction of its grid neighbours' (clean images: ≥ 0.9)
+# ... and, over unclipped blocks, near the least error of the whole search (≈ 0 at a decoded JPEG's quality and at
+# the qualities whose tables are its fractions): error ≤ 2 × least + 0.1 levels². A bump of the error curve at
+# coarse tables (q 8-20) is a relative dip too, but its error stays far above that (64x64 tiles with few unclipped
+# blocks: 1-2 vs 0.0). Measured over clipped blocks (too few unclipped) the true quality's error is 2-6, not ~0.
+_NEAR_LEAST = (2.0, 0.1)
 
 
 def _search_quality(rgb: np.ndarray, step: int = _STEP) -> tuple[int, float]:
@@ -221,7 +228,9 @@ def _search_quality(rgb: np.ndarray, step: int = _STEP) -> tuple[int, float]:
 
     Coarse grid (every ``step``) first: the dip of a grid point is its error over the smaller error of
     its two grid neighbours (≈0 at a decoded JPEG's quality, ≥1 where the error just keeps falling, as
-    for clean images); then every quality within ``step`` of the deepest one, keeping the least error.
+    for clean images), and a dip counts only where the error itself is near the search's least
+    (`_NEAR_LEAST`, when measured over unclipped blocks); then every quality within ``step`` of the
+    deepest one, keeping the least error.
     """
     low, high = _SEARCH
     grid = list(range(low, high + 1, step))
@@ -231,13 +240,15 @@ def _search_quality(rgb: np.ndarray, step: int = _STEP) -> tuple[int, float]:
     dips = [errors[i] / max(min(errors[i - gap], errors[i + gap]), 1e-9) for i in range(gap, len(grid) - gap)]
     # A lattice of steps Q contains the lattices of Q/2, Q/3...: the image is also nearly a fixed point at
     # the qualities whose tables are such fractions, so the lowest quality with a deep dip is the one.
-    deep = [i for i, d in enumerate(dips) if d < _DIP]
+    bound = _NEAR_LEAST[0] * min(errors) + _NEAR_LEAST[1] if mask is not None else math.inf
+    deep = [i for i, d in enumerate(dips) if d < _DIP and errors[i + gap] <= bound]
     centre = gap + (deep[0] if deep else int(np.argmin(dips)))
+    dip = dips[centre - gap] if deep else max(dips[centre - gap], _DIP)  # no fixed point: not JPEG-like
     if step == 1:
-        return grid[centre], dips[centre - gap]
+        return grid[centre], dip
     fine = {q: _recompression_error(rgb, q, mask) for q in range(grid[centre] - step + 1, grid[centre] + step)}
     best = min(fine, key=fine.get)
-    return best, dips[centre - gap]
+    return best, dip
 
 
 @dataclass(frozen=True)
@@ -257,7 +268,8 @@ def jpeg_quality(images: Tensor, threshold: float = BLOCKINESS_THRESHOLD) -> Jpe
     its DCT coefficients already lie on that quantization lattice, so the round trip changes it
     least there. Every quality 8-98 is tried (libjpeg via OpenCV, luma error); the "dip" of a
     quality is its error over the smaller error 3 qualities away, ≈0 at a decoded JPEG's quality
-    and ≥0.6 everywhere for clean images (their error just keeps falling with the quality). The
+    and ≥0.6 everywhere for clean images (their error just keeps falling with the quality), and over
+    unclipped blocks a dip counts only where the error is near the search's least (≤ 2x it + 0.1). The
     lattice of steps Q contains those of Q/2, Q/3, so the lowest quality with a dip below 0.5 is
     reported; images without one are "not JPEG-like" (quality NaN). The error is taken over the 8x8
     blocks without clipped pixels (`unclipped_blocks`): a clipped block is a fixed point of no quality.
