@@ -204,6 +204,13 @@ def _uint8_tiles(tiles: torch.Tensor) -> list[np.ndarray]:
     return [np.ascontiguousarray((t.permute(1, 2, 0) * 255).round().byte().numpy()) for t in tiles]
 
 
+def test_jpeg_quality_does_not_depend_on_its_worker_threads():
+    tiles, _ = _small_jpeg_tiles(40)
+    one, three = estimate.jpeg_quality(tiles[:12], workers=1), estimate.jpeg_quality(tiles[:12], workers=3)
+    assert torch.equal(one.quality.nan_to_num(-1.0), three.quality.nan_to_num(-1.0))  # NaN: not JPEG-like
+    assert torch.equal(one.dip, three.dip)
+
+
 def test_unclipped_blocks_marks_blocks_without_0_or_255():
     rgb = np.full((32, 24, 3), 128, dtype=np.uint8)
     rgb[3, 9, 1], rgb[20, 20, 2] = 255, 0  # blocks (0, 1) and (2, 2)
