@@ -2,7 +2,7 @@
 
 Prints JSON. Timing: RRDBNet x4, 23 blocks, random weights (seeded generator), on a 256x256 centre crop of
 samples/astronaut.png (the crop bench/reference/ref_upscale.py times the reference's RealESRGANer on); each
-run is one full `pipelines.inference.upscale.enhance` call (uint8 in -> uint8 out, the same work as the reference's
+run is one full `pipelines.inference.enhance.enhance` call (uint8 in -> uint8 out, the same work as the reference's
 enhance). Warm-up: one 64x64 call per mode (as the reference script), then --repeats timed runs; median
 and min are reported because other jobs share the CPU.
 
@@ -44,8 +44,8 @@ import torch  # noqa: E402
 
 from models.rrdbnet import RRDBNet  # noqa: E402
 from pipelines.inference import backends  # noqa: E402
+from pipelines.inference.enhance import TileState, build_model, enhance, prepare_model  # noqa: E402
 from pipelines.inference.tiling import default_overlap, upscale_tensor  # noqa: E402
-from pipelines.inference.upscale import TileState, build_model, enhance, prepare_model  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 REFERENCE_JSON = REPO / "bench" / "results" / "reference_upscale.json"

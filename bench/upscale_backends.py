@@ -3,7 +3,7 @@
 Prints JSON. Two parts (`bench/upscale.py --backends` runs this script too):
 
 * timing (default): RRDBNet x4, 23 blocks, random weights (seeded), on a --size crop of samples/astronaut.png,
-  one full `pipelines.inference.upscale.enhance` call per run (uint8 in -> uint8 out, tile 0, pre_pad 10 = the work of
+  one full `pipelines.inference.enhance.enhance` call per run (uint8 in -> uint8 out, tile 0, pre_pad 10 = the work of
   the reference's untiled `enhance`, which pre-pads by 10). Variants: torch fp32 (oneDNN), NNPACK fp32, torch bf16
   autocast, onnxruntime fp32, OpenVINO fp32 and OpenVINO bf16 (skipped with the reason where the CPU has no bf16
   hardware), each through `pipelines.inference.backends.wrap_model`, plus bench/reference/ref_upscale.py in its own env.
@@ -39,8 +39,8 @@ import torch  # noqa: E402
 
 from models.rrdbnet import RRDBNet  # noqa: E402
 from pipelines.inference import backends  # noqa: E402
+from pipelines.inference.enhance import TileState, build_model, enhance, prepare_model  # noqa: E402
 from pipelines.inference.tiling import upscale_tensor  # noqa: E402
-from pipelines.inference.upscale import TileState, build_model, enhance, prepare_model  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 VARIANTS = ("torch-fp32", "torch-bf16", "nnpack-fp32", "onnxruntime-fp32", "openvino-fp32", "openvino-bf16")

@@ -1,4 +1,4 @@
-"""Peak memory of `pipelines.inference.upscale.enhance`: whole-image float assembly (before) vs in-place bands (after).
+"""Peak memory of `pipelines.inference.enhance.enhance`: whole-image float assembly (before) vs in-place bands (after).
 
 Each measurement runs in a fresh process and reports its peak RSS (`resource.getrusage` ru_maxrss) and the
 RSS right after start-up (imports, model), so the difference is what upscaling one image costs. The image is
@@ -29,7 +29,7 @@ sys.path.insert(0, {root!r})
 import cv2, numpy as np, torch
 torch.set_num_threads({threads})
 from models.rrdbnet import RRDBNet
-from pipelines.inference.upscale import TileState, enhance, merge_image, prepare_model, run_model, split_image
+from pipelines.inference.enhance import TileState, enhance, merge_image, prepare_model, run_model, split_image
 width, height = {width}, {height}
 photo = cv2.imread({photo!r}, cv2.IMREAD_COLOR)
 reps = (height // photo.shape[0] + 1, width // photo.shape[1] + 1, 1)

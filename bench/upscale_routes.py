@@ -1,7 +1,7 @@
 """Which exact fp32 route runs RRDBNet fastest on this CPU? Candidates side by side, alternating, with the reference.
 
 Prints JSON. Every route is the same network (RRDBNet x4, 23 blocks, random weights, seed 0) in float32, run
-through one full `pipelines.inference.upscale.enhance` call per run (uint8 in -> uint8 out) on a --size centre
+through one full `pipelines.inference.enhance.enhance` call per run (uint8 in -> uint8 out) on a --size centre
 crop of samples/astronaut.png, untiled with pre_pad 10 (the reference's untiled default), so every route and
 bench/reference/ref_upscale.py compute the same pixels. Routes (--routes):
 
@@ -52,8 +52,8 @@ from upscale_backends import _runtime_versions, centre_crop, run_reference, time
 
 from models.rrdbnet import RRDBNet  # noqa: E402
 from pipelines.inference import backends  # noqa: E402
+from pipelines.inference.enhance import prepare_model  # noqa: E402
 from pipelines.inference.nnpack import nnpack_model  # noqa: E402
-from pipelines.inference.upscale import prepare_model  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 ROUTES = ("torch-cl", "torch-nchw", "torch-flush", "torch-jit-freeze", "torch-compile", "nnpack", "ort",

@@ -22,8 +22,8 @@ import torch
 from pipelines.common import rgb_to_tensor, write_image_atomic
 from pipelines.data_jobs.pairs import PairConfig, make_pairs
 from pipelines.data_jobs.preview import PreviewConfig, bundled_samples, preview_degradations
+from pipelines.inference.enhance import TileState, build_model, enhance
 from pipelines.inference.quality import niqe
-from pipelines.inference.upscale import TileState, build_model, enhance
 from pipelines.training.metrics import psnr, ssim
 from pipelines.training.train import train
 from pipelines.training.train_config import load_train_config

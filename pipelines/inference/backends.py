@@ -243,7 +243,7 @@ class OpenVinoModel(_StandIn):
 
 
 def wrap_model(model: nn.Module, backend: str, precision: str, threads: int = 0) -> nn.Module:
-    """The torch model (as ``pipelines.inference.upscale.prepare_model`` made it) run by a resolved backend / precision.
+    """The torch model (as ``pipelines.inference.enhance.prepare_model`` made it) run by a resolved backend / precision.
 
     torch fp32 / fp16 return ``model`` itself (fp16 is ``prepare_model(half=True)``); bf16 wraps it in autocast;
     runtimes export it to ONNX and use ``threads`` (0: torch's current thread count).

@@ -24,19 +24,11 @@ import numpy as np
 import torch
 
 from pipelines.common import progress_bar, write_bytes_atomic
+from pipelines.inference.enhance import TileState, build_model, enhance, merge_image, resolve_device, split_image
 from pipelines.inference.evaluate_report import comparison_sheet, markdown_table, pick_crop
 from pipelines.inference.quality import matlab_imresize, niqe, psnr, ssim
 from pipelines.inference.tiling import default_overlap
-from pipelines.inference.upscale import (
-    IMAGE_SUFFIXES,
-    TileState,
-    build_model,
-    enhance,
-    merge_image,
-    read_image,
-    resolve_device,
-    split_image,
-)
+from pipelines.inference.upscale import IMAGE_SUFFIXES, read_image
 
 __all__ = ["EvaluateConfig", "EvaluateSummary", "evaluate", "parse_model_spec", "bicubic_upscale", "weights_checksum",
            "to_rgb_float"]

@@ -15,8 +15,9 @@ import pytest
 import torch
 
 from pipelines.inference import backends
+from pipelines.inference.enhance import TileState, build_model, enhance
 from pipelines.inference.tiling import upscale_tensor
-from pipelines.inference.upscale import TileState, UpscaleConfig, build_model, enhance, upscale_files
+from pipelines.inference.upscale import UpscaleConfig, upscale_files
 from tests.conftest import single_thread_fixture
 from tests.pipelines.test_upscale import _Sink, as_batch, photo, run_cli, save_weights, tiny, write_inputs
 

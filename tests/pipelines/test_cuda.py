@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-import pipelines.inference.upscale as up
+from pipelines.inference.enhance import build_model
 from pipelines.inference.tiling import upscale_tensor
 from pipelines.training.checkpoint import latest_checkpoint, load_checkpoint
 from pipelines.training.train import train
@@ -53,8 +53,8 @@ def test_released_x4plus_fp16_on_cuda_stays_close_to_fp32_on_cpu() -> None:
     cuda = cuda_or_skip()
     rgb = load_sample_rgb("astronaut.png")[100:196, 150:246]
     x = to_batch(rgb)
-    cpu_model, _ = up.build_model("realesrgan-x4plus", torch.device("cpu"))
-    gpu_model, _ = up.build_model("realesrgan-x4plus", cuda, True)
+    cpu_model, _ = build_model("realesrgan-x4plus", torch.device("cpu"))
+    gpu_model, _ = build_model("realesrgan-x4plus", cuda, True)
     reference, _, _ = upscale_tensor(cpu_model, x, 0, 0)
     half, _, _ = upscale_tensor(gpu_model, x, 0, 0)
     levels = ((half - reference).abs() * 255).flatten()

@@ -14,9 +14,9 @@ from click.testing import CliRunner
 import cli
 from models.rrdbnet import RRDBNet
 from models.weights import export_generator
+from pipelines.inference.enhance import TileState, enhance, prepare_model
 from pipelines.inference.evaluate import EvaluateConfig, bicubic_upscale, evaluate, parse_model_spec
 from pipelines.inference.quality import niqe
-from pipelines.inference.upscale import TileState, enhance, prepare_model
 from pipelines.training.metrics import psnr, ssim
 from tests.conftest import single_thread_fixture
 from tests.pipelines.niqe_cases import read_photo

@@ -17,8 +17,9 @@ import torch
 from models.compact import SRVGGNetCompact
 from models.rrdbnet import RRDBNet
 from pipelines.inference import backends, nnpack
+from pipelines.inference.enhance import build_model, prepare_model
 from pipelines.inference.tiling import upscale_tensor
-from pipelines.inference.upscale import UpscaleConfig, build_model, prepare_model, upscale_files
+from pipelines.inference.upscale import UpscaleConfig, upscale_files
 from tests.conftest import single_thread_fixture
 from tests.pipelines.test_upscale import _Sink, as_batch, photo, run_cli, save_weights, tiny, write_inputs
 

@@ -25,8 +25,9 @@ import pipelines.inference.upscale as up
 from cli import main
 from models.rrdbnet import RRDBNet
 from models.weights import export_generator
+from pipelines.inference.enhance import TileState, build_model, enhance
 from pipelines.inference.tiling import axis_weights, axis_windows, default_overlap, upscale_tensor
-from pipelines.inference.upscale import TileState, UpscaleConfig, enhance, upscale_files
+from pipelines.inference.upscale import UpscaleConfig, upscale_files
 from tests.conftest import SAMPLES_DIR, single_thread_fixture
 
 TOL = 1 / 255
@@ -339,10 +340,10 @@ def test_unknown_architecture_is_a_clear_error(tmp_path) -> None:
     torch.save({"params": {"body.0.weight": torch.zeros(64, 3, 3, 3), "body.0.bias": torch.zeros(64)}},
                tmp_path / "srvgg.pth")
     with pytest.raises(ValueError, match=r"srvgg\.pth: SRVGGNetCompact needs body.0.weight and a last conv"):
-        up.build_model(str(tmp_path / "srvgg.pth"), torch.device("cpu"))
+        build_model(str(tmp_path / "srvgg.pth"), torch.device("cpu"))
     torch.save({"params": {"head.weight": torch.zeros(3)}}, tmp_path / "other.pth")
     with pytest.raises(ValueError, match=r"other\.pth.*not an RRDBNet state dict: missing"):
-        up.build_model(str(tmp_path / "other.pth"), torch.device("cpu"))
+        build_model(str(tmp_path / "other.pth"), torch.device("cpu"))
 
 
 @pytest.mark.parametrize(("scale", "act"), [(3, "prelu"), (2, "relu")])
@@ -353,7 +354,7 @@ def test_compact_weights_through_the_upscale_path(tmp_path, scale, act) -> None:
     net = SRVGGNetCompact(num_feat=8, num_conv=2, upscale=scale, act_type=act,
                           generator=torch.Generator().manual_seed(3)).eval()
     export_generator(tmp_path / "c.pth", net, net)
-    model, text = up.build_model(str(tmp_path / "c.pth"), torch.device("cpu"))
+    model, text = build_model(str(tmp_path / "c.pth"), torch.device("cpu"))
     assert f"SRVGGNetCompact x{scale} (num_feat 8, num_conv 2, {act})" in text
     bgr = photo(18, 23)
     cv2.imwrite(str(tmp_path / "in.png"), bgr)
@@ -562,7 +563,7 @@ def test_released_x4plus_tiled_at_overlap_96_is_within_1_255_of_untiled_and_12_i
     # e(96) = 0.02/255). One vertical seam: 96 rows fit one window, 320 columns need two at tile 128.
     torch.set_num_threads(2)
     try:
-        model, _ = up.build_model("realesrgan-x4plus", torch.device("cpu"))
+        model, _ = build_model("realesrgan-x4plus", torch.device("cpu"))
         x = as_batch(photo(96, 320, top=200, left=100))
         untiled, _, _ = upscale_tensor(model, x, 0, 0)
         exact, _, _ = upscale_tensor(model, x, 128, 96)

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import pipelines.inference.tiling as tiling
-from pipelines.inference.upscale import TileState, enhance, merge_image, run_model, split_image, upscale_alpha
+from pipelines.inference.enhance import TileState, enhance, merge_image, run_model, split_image, upscale_alpha
 from tests.conftest import single_thread_fixture
 from tests.pipelines.test_upscale import photo, tiny
 
