@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -44,7 +45,7 @@ from degrade import DegradationConfig, estimate
 from pipelines.data_jobs.preview import IMAGE_SUFFIXES, bundled_samples, load_rgb
 
 __all__ = ["CalibrateConfig", "FEATURES", "FITTED", "measure", "content_activity", "hr_crops", "load_target_patches",
-           "fit", "config_from_vector",
+           "fit", "compass_search", "config_from_vector",
            "feature_distance", "TargetSet"]
 
 FEATURES = ("noise_sigma", "noise_channel_correlation", "noise_signal_dependence", "jpeg_quality", "blockiness",
@@ -290,6 +291,42 @@ def _progress(total: int, enabled: bool):
     return progress_bar(total, "calibrate", "sim", enabled=enabled)
 
 
+def compass_search(best: dict[str, float], best_total: float, bounds: dict[str, tuple[float, float]],
+                   steps: dict[str, float], evaluate: Callable[[dict[str, float]], float],
+                   spent: Callable[[], int], budget: int,
+                   idle_sweeps: int | None = None) -> tuple[dict[str, float], float]:
+    """Compass search over the ``bounds`` names, in their order: +step then −step on one coordinate at a time
+    (clamped to its bounds; a move that changes nothing is skipped), the first improvement (by more than 1e-9)
+    is kept; after a sweep over all names without one, every step is halved. ``evaluate(values)`` gives a
+    candidate's distance; the search stops when ``spent()`` (simulations so far) reaches ``budget``, or after
+    ``idle_sweeps`` sweeps in a row that simulated nothing (a cached ``evaluate``). Returns the best values and
+    their distance."""
+    names, i, improved, idle = list(bounds), 0, False, 0
+    steps = dict(steps)
+    while spent() < budget and (idle_sweeps is None or idle < idle_sweeps):
+        if i % len(names) == 0:
+            spent_at_sweep = spent()
+        name = names[i % len(names)]
+        lo, hi = bounds[name]
+        for sign in (1.0, -1.0):
+            if spent() >= budget:
+                break
+            value = min(hi, max(lo, best[name] + sign * steps[name]))
+            if math.isclose(value, best[name]):
+                continue
+            total = evaluate({**best, name: value})
+            if total < best_total - 1e-9:
+                best, best_total, improved = {**best, name: value}, total, True
+                break
+        i += 1
+        if i % len(names) == 0:
+            if not improved:
+                steps = {k: v / 2 for k, v in steps.items()}
+            improved = False
+            idle = idle + 1 if spent() == spent_at_sweep else 0
+    return best, best_total
+
+
 def fit(target: dict[str, np.ndarray], hr: torch.Tensor, base: DegradationConfig, budget: int, seed: int,
         start: dict[str, float] | None = None, progress: bool = False) -> dict:
     """Compass search of the `FITTED` parameters; returns stock/fitted values, distances and the trace."""
@@ -317,29 +354,19 @@ def fit(target: dict[str, np.ndarray], hr: torch.Tensor, base: DegradationConfig
         total, per, sim, _ = evaluate(start, spread)
         if total < best_total:
             best, best_total, best_sim, best_per = dict(start), total, sim, per
-    steps = {k: (hi - lo) / 4 for k, (lo, hi, _) in FITTED.items()}
-    improved_in_sweep = False
-    names = list(FITTED)
-    i = 0
-    while len(trace) < budget:
-        name = names[i % len(names)]
-        lo, hi, _ = FITTED[name]
-        for sign in (1.0, -1.0):
-            if len(trace) >= budget:
-                break
-            value = min(hi, max(lo, best[name] + sign * steps[name]))
-            if math.isclose(value, best[name]):
-                continue
-            candidate = {**best, name: value}
-            total, per, sim, _ = evaluate(candidate, spread)
-            if total < best_total - 1e-9:
-                best, best_total, best_sim, best_per, improved_in_sweep = candidate, total, sim, per, True
-                break
-        i += 1
-        if i % len(names) == 0:
-            if not improved_in_sweep:
-                steps = {k: s / 2 for k, s in steps.items()}
-            improved_in_sweep = False
+    found: dict[tuple, tuple[dict, dict]] = {}  # the per-feature distances and features of each candidate
+
+    def distance(values: dict[str, float]) -> float:
+        total, per, sim, _ = evaluate(values, spread)
+        found[tuple(values.items())] = (per, sim)
+        return total
+
+    searched, total = compass_search(best, best_total, {k: (lo, hi) for k, (lo, hi, _) in FITTED.items()},
+                                     {k: (hi - lo) / 4 for k, (lo, hi, _) in FITTED.items()}, distance,
+                                     lambda: len(trace), budget)
+    if searched is not best:
+        best, best_total = searched, total
+        best_per, best_sim = found[tuple(best.items())]
     bar.close()
     return {"stock": {"values": paper, "distance": stock_total, "features": stock_per, "sim": stock_sim},
             "fitted": {"values": best, "distance": best_total, "features": best_per, "sim": best_sim},

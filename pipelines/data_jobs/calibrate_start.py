@@ -53,7 +53,15 @@ import torch
 
 from degrade import DegradationConfig
 from degrade.resize import RESIZE_MODES
-from pipelines.data_jobs.calibrate import _NOT_JPEG, FEATURES, FITTED, _progress, _simulate, feature_distance
+from pipelines.data_jobs.calibrate import (
+    _NOT_JPEG,
+    FEATURES,
+    FITTED,
+    _progress,
+    _simulate,
+    compass_search,
+    feature_distance,
+)
 from pipelines.data_jobs.calibrate_mixture import Mixture, mixture_from_files
 
 __all__ = ["LQ_FITTED", "DOWNSCALES", "VALIDATION_DRAWS", "SIMPLIFICATIONS", "MIN_BUDGET", "lq_config",
@@ -330,35 +338,16 @@ def fit_estimated(target: dict[str, np.ndarray], files: list[dict], hr: torch.Te
         total = candidate(quiet, "start without noise")[0]
         if total < best_total:
             best, best_total = quiet, total
-    steps = {k: (hi - lo) / 16 for k, (lo, hi) in LQ_FITTED.items()}
     # Qualities read from the files' headers (libjpeg tables, table error 0; WebP: the JPEG range is unused) are
     # measured, not fitted.
     held = ("jpeg_lo", "jpeg_hi") if mixture is not None and (mixture.exact_jpeg or mixture.jpeg_range is None) \
         else ()
-    names, i, improved = [k for k in LQ_FITTED if k not in held], 0, False
-    sweeps_without_simulation = 0
-    search_budget = budget - reserve
-    while len(trace) < search_budget and sweeps_without_simulation < 64:  # 64 halvings: steps are ~0, nothing new
-        if i % len(names) == 0:
-            simulated_at_sweep = len(trace)
-        name = names[i % len(names)]
-        lo, hi = LQ_FITTED[name]
-        for sign in (1.0, -1.0):
-            if len(trace) >= search_budget:
-                break
-            value = min(hi, max(lo, best[name] + sign * steps[name]))
-            if math.isclose(value, best[name]):
-                continue
-            total = candidate({**best, name: value}, "search")[0]
-            if total < best_total - 1e-9:
-                best, best_total, improved = {**best, name: value}, total, True
-                break
-        i += 1
-        if i % len(names) == 0:
-            if not improved:
-                steps = {k: s / 2 for k, s in steps.items()}
-            improved = False
-            sweeps_without_simulation = sweeps_without_simulation + 1 if len(trace) == simulated_at_sweep else 0
+    searched_bounds = {k: b for k, b in LQ_FITTED.items() if k not in held}
+    # 64 sweeps without a new simulation: 64 halvings, the steps are ~0 and every candidate was simulated before
+    best, best_total = compass_search(best, best_total, searched_bounds,
+                                      {k: (hi - lo) / 16 for k, (lo, hi) in searched_bounds.items()},
+                                      lambda values: candidate(values, "search")[0], lambda: len(trace),
+                                      budget - reserve, idle_sweeps=64)
     searched = dict(best)
     simplified: list[dict] = []
     if hr_draws:
