@@ -253,3 +253,37 @@ def test_parsimony_step_removes_what_does_not_help_beyond_the_margin():
     assert set(SIMPLIFICATIONS) >= {m["move"] for m in moves}
     # no room: nothing is tried beyond the current config
     assert simplify(start, evaluate, margin=0.05, room=2) == (start, [])
+
+
+def test_compass_search_finds_a_quadratic_minimum_within_its_budget():
+    from pipelines.data_jobs.calibrate import compass_search
+
+    calls: list[dict] = []
+
+    def distance(values: dict[str, float]) -> float:
+        return (values["x"] - 0.3) ** 2 + (values["y"] - 0.7) ** 2
+
+    def bowl(values: dict[str, float]) -> float:
+        calls.append(values)
+        return distance(values)
+
+    bounds = {"x": (0.0, 1.0), "y": (0.0, 1.0)}
+    best, total = compass_search({"x": 0.0, "y": 0.0}, distance({"x": 0.0, "y": 0.0}), bounds,
+                                 {"x": 0.25, "y": 0.25}, bowl, lambda: len(calls), budget=60)
+    assert len(calls) == 60  # the budget, exactly
+    assert total == distance(best) == min(distance(c) for c in calls) and total < 1e-4
+    assert all(0.0 <= c[k] <= 1.0 for c in calls for k in bounds)  # moves are clamped to the bounds
+    # a cached evaluation (nothing new simulated) stops after `idle_sweeps` sweeps without a simulation
+    cache: dict[tuple, float] = {}
+    simulated = []
+
+    def cached(values: dict[str, float]) -> float:
+        key = tuple(round(v, 1) for v in values.values())
+        if key not in cache:
+            simulated.append(key)
+            cache[key] = (key[0] - 0.3) ** 2 + (key[1] - 0.7) ** 2
+        return cache[key]
+
+    compass_search({"x": 0.0, "y": 0.0}, 1.0, bounds, {"x": 0.25, "y": 0.25}, cached, lambda: len(simulated),
+                   budget=10_000, idle_sweeps=3)
+    assert len(simulated) < 50  # stopped long before the budget
