@@ -12,15 +12,13 @@ band-matrix products. The horizontal pass runs as a vertical pass over the trans
 
 from __future__ import annotations
 
-import threading
-
 import cv2
 import numpy as np
 import torch
 from torch import Tensor
 
 from degrade.checks import check_images
-from degrade.filter import _check_images, reflect_indices, separable_filter_plane
+from degrade.filter import _check_images, _thread_work_planes, reflect_indices, separable_filter_plane
 from degrade.parallel import run_parallel
 
 __all__ = ["gaussian_taps", "reflect_band_matrix", "gaussian_blur_separable", "usm_sharpen", "USMSharpen"]
@@ -99,19 +97,6 @@ def mask_threshold(threshold: float, dtype: np.dtype | type) -> np.floating:
     return x
 
 
-_scratch = threading.local()
-
-
-def _plane_buffers(shape: tuple[int, ...], dtype: np.dtype) -> list[np.ndarray]:
-    """Three work planes per thread, kept between calls (allocating them is a page-fault pass each)."""
-    key = (shape, dtype.str)
-    cached = getattr(_scratch, "usm", None)
-    if cached is None or cached[0] != key:
-        cached = (key, [np.empty(shape, dtype) for _ in range(3)])
-        _scratch.usm = cached
-    return cached[1]
-
-
 def _blur_plane(image: np.ndarray, kernel: np.ndarray, out: np.ndarray) -> None:
     """``kernel ⊗ kernel`` blur of one plane into ``out`` (reflect-101), see `separable_filter_plane`."""
     separable_filter_plane(image, kernel, kernel, out)
@@ -119,7 +104,7 @@ def _blur_plane(image: np.ndarray, kernel: np.ndarray, out: np.ndarray) -> None:
 
 def _usm_plane(image: np.ndarray, kernel: np.ndarray, weight: float, cut: np.floating, out: np.ndarray) -> None:
     """USM of one plane into ``out``: the tensor formula's operations in its order, in place, while in cache."""
-    work, residual, soft = _plane_buffers(image.shape, image.dtype)
+    work, residual, soft = _thread_work_planes("usm", (image.shape,) * 3, image.dtype)
     _blur_plane(image, kernel, work)
     np.subtract(image, work, out=residual)
     np.abs(residual, out=work)
